@@ -1,0 +1,93 @@
+package resolve
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+)
+
+// Errors of the URL-path to file mapping. Callers classify with errors.Is.
+var (
+	// ErrBadPath: the path has a NUL byte, is not absolute, or is not valid.
+	ErrBadPath = errors.New("invalid path")
+	// ErrOutside: the file resolves outside the release and the deploy
+	// directory (a symlink that escapes).
+	ErrOutside = errors.New("path resolves outside the release")
+)
+
+// CleanPath returns the cleaned form of an already %-decoded URL path: it
+// starts with "/", has no "." or ".." element, no doubled slash, and keeps a
+// trailing slash if the input had one. ".." can never climb above "/". It
+// returns ErrBadPath for a path with a NUL byte or one not starting with "/".
+func CleanPath(urlPath string) (string, error) {
+	if !strings.HasPrefix(urlPath, "/") {
+		return "", fmt.Errorf("%w: %q does not start with /", ErrBadPath, urlPath)
+	}
+	if strings.IndexByte(urlPath, 0) >= 0 {
+		return "", fmt.Errorf("%w: %q has a NUL byte", ErrBadPath, urlPath)
+	}
+	p := path.Clean(urlPath) // rooted: ".." stops at "/"
+	if urlPath[len(urlPath)-1] == '/' && p != "/" {
+		if len(urlPath) == len(p)+1 && strings.HasPrefix(urlPath, p) {
+			return urlPath, nil // already clean: no allocation
+		}
+		p += "/"
+	}
+	return p, nil
+}
+
+// Path returns the file name of the cleaned URL path name inside r: r.Root +
+// name, lexically. It does not touch the disk.
+func (r *Release) Path(name string) string {
+	switch {
+	case r.Root == "/" && strings.HasPrefix(name, "/"):
+		return name
+	case strings.HasPrefix(name, "/"):
+		return r.Root + name
+	default:
+		return r.Root + "/" + name
+	}
+}
+
+// Stat stats the cleaned URL path name inside r, following symlinks.
+func (r *Release) Stat(name string) (fs.FileInfo, error) {
+	return os.Stat(r.Path(name))
+}
+
+// Open opens the cleaned URL path name inside r for reading and checks that
+// the file actually opened lies below r.Root or the deploy directory; if not
+// it closes it and returns ErrOutside. The returned FileInfo is the opened
+// file's.
+func (r *Release) Open(name string) (*os.File, fs.FileInfo, error) {
+	f, err := os.Open(r.Path(name))
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	real, err := openedPath(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("open %s: locate opened file: %w", f.Name(), err)
+	}
+	if !below(real, r.Root) && (r.base == "" || !below(real, r.base)) {
+		f.Close()
+		return nil, nil, fmt.Errorf("open %s: %s: %w", f.Name(), real, ErrOutside)
+	}
+	return f, fi, nil
+}
+
+// below reports whether p is dir or inside it; both are clean and absolute.
+// /srv/app2 is not below /srv/app.
+func below(p, dir string) bool {
+	if dir == "/" {
+		return strings.HasPrefix(p, "/")
+	}
+	return p == dir || strings.HasPrefix(p, dir) && p[len(dir)] == '/'
+}

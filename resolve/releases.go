@@ -1,0 +1,230 @@
+package resolve
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Options configure New. The zero value of every field but Root is usable.
+type Options struct {
+	// Root is the configured docroot; any component may be a symlink.
+	Root string
+	// PollInterval is how often every watched symlink is re-read with
+	// readlink, for filesystems that send no events (NFS, bind and overlay
+	// mounts). Default 0 in the struct means off; cmd sets 1s by default.
+	PollInterval time.Duration
+	// RetryInterval is how soon the root is re-checked while it does not
+	// resolve (a non-atomic switch in progress). Zero means 50ms.
+	RetryInterval time.Duration
+	// KeepDrained is how many drained releases Snapshot remembers. Zero means 16.
+	KeepDrained int
+	// Logger receives release switches, drains and resolve warnings.
+	// Nil means zap.NewNop().
+	Logger *zap.Logger
+}
+
+// Releases tracks the current release of a root and every release that still
+// has requests in flight.
+type Releases struct {
+	root  string // Options.Root, absolute and clean
+	poll  time.Duration
+	retry time.Duration
+	keep  int
+	log   *zap.Logger
+
+	cur  atomic.Pointer[Release]
+	down atomic.Bool // the last Refresh found no directory at root
+
+	// noWatch makes Run poll only, as on a filesystem without events (tests).
+	noWatch bool
+
+	mu        sync.Mutex // serializes Refresh; guards the fields below
+	res       *resolution
+	downSince time.Time
+
+	listMu   sync.Mutex // guards draining and drained; taken after mu
+	draining []*Release // oldest first
+	drained  []*Release // newest first, at most keep
+
+	checks, switches, failures, watchHits, pollHits atomic.Uint64
+}
+
+// Stats counts what a Releases has seen since New, for metrics.
+type Stats struct {
+	// Switches is how many times the current release changed.
+	Switches uint64
+	// ResolveFailures is how many times the root stopped resolving to a
+	// directory: one per outage, however many checks it lasted.
+	ResolveFailures uint64
+	// WatchDetections and PollDetections count the switches made by a
+	// Refresh that a filesystem event (or an event queue overflow), or the
+	// readlink poll, triggered. Switches found by the retry while the root
+	// did not resolve, or by a direct Refresh, count only in Switches. Poll
+	// detections on a filesystem with events mean events were missed.
+	WatchDetections uint64
+	PollDetections  uint64
+}
+
+// New resolves opts.Root once. It fails, naming the path and what is wrong,
+// when the root does not resolve to a directory.
+func New(opts Options) (*Releases, error) {
+	if opts.Root == "" {
+		return nil, errors.New("resolve: root is empty")
+	}
+	root, err := filepath.Abs(opts.Root)
+	if err != nil {
+		return nil, err
+	}
+	rs := &Releases{
+		root:  root,
+		poll:  opts.PollInterval,
+		retry: opts.RetryInterval,
+		keep:  opts.KeepDrained,
+		log:   opts.Logger,
+	}
+	if rs.retry <= 0 {
+		rs.retry = 50 * time.Millisecond
+	}
+	if rs.keep <= 0 {
+		rs.keep = 16
+	}
+	if rs.log == nil {
+		rs.log = zap.NewNop()
+	}
+	res, err := resolveRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	rs.res = res
+	rs.cur.Store(newRelease(res, 1, time.Now(), rs.released))
+	return rs, nil
+}
+
+// Current returns the current release without pinning it: one atomic load.
+func (rs *Releases) Current() *Release { return rs.cur.Load() }
+
+// Pin returns the current release with its in-flight count raised. The caller
+// must call Unpin exactly once, when its response is complete.
+func (rs *Releases) Pin() *Release {
+	for {
+		r := rs.cur.Load()
+		if r.state.Add(1)&supersededBit == 0 {
+			return r
+		}
+		// r was superseded between the load and the add: undo, and take
+		// the release that replaced it (stored before the bit was set).
+		r.Unpin()
+	}
+}
+
+// Refresh re-resolves the root now and switches if it changed. It reports
+// whether a switch happened. Run calls it; tests and admin tools may too.
+func (rs *Releases) Refresh() (bool, error) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+
+	rs.checks.Add(1)
+	res, err := resolveRoot(rs.root)
+	now := time.Now()
+	cur := rs.cur.Load()
+	if err != nil {
+		if !rs.down.Load() {
+			rs.down.Store(true)
+			rs.downSince = now
+			rs.failures.Add(1)
+			rs.log.Warn("root does not resolve; serving last good release",
+				zap.String("root", rs.root),
+				zap.String("release", cur.Root),
+				zap.Error(err))
+		}
+		return false, err
+	}
+	if rs.down.Load() {
+		rs.down.Store(false)
+		rs.log.Info("root resolves again",
+			zap.String("root", rs.root),
+			zap.String("release", res.real),
+			zap.Duration("downtime", now.Sub(rs.downSince)))
+	}
+	rs.res = res // links and watch set may change without a switch
+	if res.real == cur.Root && os.SameFile(res.dir, cur.dir) {
+		return false, nil
+	}
+
+	next := newRelease(res, cur.Gen+1, now, rs.released)
+	rs.cur.Store(next)
+	rs.listMu.Lock()
+	rs.draining = append(rs.draining, cur)
+	rs.listMu.Unlock()
+	cur.supersede(now) // may drain cur at once: it must be listed first
+	rs.switches.Add(1)
+	rs.log.Info("release switched",
+		zap.String("release", next.Root),
+		zap.String("prev_release", cur.Root),
+		zap.Uint64("gen", next.Gen))
+	return true, nil
+}
+
+// released moves a drained release from the draining list to the recently
+// drained ones. Release.markDrained calls it once per release.
+func (rs *Releases) released(r *Release) {
+	rs.listMu.Lock()
+	if i := slices.Index(rs.draining, r); i >= 0 {
+		rs.draining = slices.Delete(rs.draining, i, i+1)
+	}
+	rs.drained = slices.Insert(rs.drained, 0, r)
+	if len(rs.drained) > rs.keep {
+		clear(rs.drained[rs.keep:])
+		rs.drained = rs.drained[:rs.keep]
+	}
+	rs.listMu.Unlock()
+
+	until, at := unixTime(r.until.Load()), unixTime(r.drainedAt.Load())
+	rs.log.Info("release drained",
+		zap.String("release", r.Root),
+		zap.Uint64("gen", r.Gen),
+		zap.Duration("served", until.Sub(r.Since)),
+		zap.Duration("drain", at.Sub(until)))
+}
+
+// Snapshot returns the current, draining and recently drained releases.
+func (rs *Releases) Snapshot() Snapshot {
+	rs.listMu.Lock()
+	defer rs.listMu.Unlock()
+	s := Snapshot{
+		Current:  rs.cur.Load().info(),
+		Draining: make([]Info, 0, len(rs.draining)),
+		Drained:  make([]Info, 0, len(rs.drained)),
+	}
+	for _, r := range rs.draining {
+		s.Draining = append(s.Draining, r.info())
+	}
+	for _, r := range rs.drained {
+		s.Drained = append(s.Drained, r.info())
+	}
+	return s
+}
+
+// Stats returns the counters since New.
+func (rs *Releases) Stats() Stats {
+	return Stats{
+		Switches:        rs.switches.Load(),
+		ResolveFailures: rs.failures.Load(),
+		WatchDetections: rs.watchHits.Load(),
+		PollDetections:  rs.pollHits.Load(),
+	}
+}
+
+// resolution returns the last successful resolution.
+func (rs *Releases) resolution() *resolution {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.res
+}
