@@ -1,0 +1,66 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"syscall"
+
+	"realroot/proxy/fcgi"
+)
+
+// StatusClientClosed is logged when the client went away before the
+// response (nginx's 499). It is never sent.
+const StatusClientClosed = 499
+
+// httpError separates what the client is told (status and a short text)
+// from what is logged (msg and err).
+type httpError struct {
+	status int
+	msg    string      // short, for the log
+	err    error       // the cause, for the log; may be nil
+	header http.Header // sent with the error response; may be nil
+}
+
+func (e *httpError) Error() string {
+	if e.err == nil {
+		return e.msg
+	}
+	return e.msg + ": " + e.err.Error()
+}
+
+func (e *httpError) Unwrap() error { return e.err }
+
+func errNotFound(msg string) *httpError {
+	return &httpError{status: http.StatusNotFound, msg: msg}
+}
+
+// upstreamError classifies an error of the FastCGI exchange: cannot connect
+// -> 502, timeout -> 504, overloaded -> 503, body too large -> 413, client
+// gone -> 499, anything else -> 502.
+func upstreamError(err error, clientGone bool) *httpError {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return &httpError{status: http.StatusRequestEntityTooLarge, msg: "request body too large", err: err}
+	case clientGone || errors.Is(err, context.Canceled):
+		return &httpError{status: StatusClientClosed, msg: "client closed request", err: err}
+	case errors.Is(err, fcgi.ErrConnect):
+		return &httpError{status: http.StatusBadGateway, msg: "cannot connect to php-fpm", err: err}
+	case errors.Is(err, fcgi.ErrTimeout):
+		return &httpError{status: http.StatusGatewayTimeout, msg: "php-fpm timed out", err: err}
+	case errors.Is(err, fcgi.ErrOverloaded):
+		return &httpError{status: http.StatusServiceUnavailable, msg: "php-fpm overloaded", err: err}
+	}
+	return &httpError{status: http.StatusBadGateway, msg: "bad response from php-fpm", err: err}
+}
+
+// statusText is the body of an error response: the status line's text.
+func statusText(status int) string {
+	if t := http.StatusText(status); t != "" {
+		return t + "\n"
+	}
+	return "Error\n"
+}
+
+func isNotDir(err error) bool { return errors.Is(err, syscall.ENOTDIR) }

@@ -1,0 +1,143 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/yookoala/gofast"
+	"go.uber.org/zap"
+)
+
+// hiddenHeaders are response headers from php-fpm that never reach the
+// client, as with nginx's fastcgi_hide_header defaults.
+var hiddenHeaders = []string{
+	"X-Accel-Buffering", "X-Accel-Charset", "X-Accel-Expires",
+	"X-Accel-Limit-Rate", "X-Accel-Redirect",
+}
+
+var requestPool = sync.Pool{New: func() any {
+	return &gofast.Request{Role: gofast.RoleResponder, Params: make(map[string]string, 48)}
+}}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// serveFastCGI runs the routed script of x's pinned release on php-fpm and
+// streams its response, flushing whenever php-fpm has nothing more ready.
+func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error {
+	body, err := h.spool(w, r)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		defer body.Close()
+	}
+
+	req := requestPool.Get().(*gofast.Request)
+	defer func() {
+		clear(req.Params)
+		req.Raw, req.Stdin = nil, nil
+		requestPool.Put(req)
+	}()
+	req.Raw = r
+	h.routeParams(req.Params, r, x, body)
+	if body != nil {
+		req.Stdin = io.NopCloser(body)
+	}
+	h.params(nil, req)
+
+	start := time.Now()
+	defer func() { x.upstream = time.Since(start) }()
+	resp, err := h.upstream.Do(r.Context(), req)
+	if err != nil {
+		return upstreamError(err, r.Context().Err() != nil)
+	}
+	defer h.logStderr(r, x, resp.Stderr) // after Close: stderr is complete
+	defer resp.Body.Close()
+
+	hd := w.Header()
+	for k, v := range resp.Header {
+		hd[k] = v
+	}
+	for _, k := range hiddenHeaders {
+		delete(hd, k)
+	}
+	hd.Set("X-Request-Id", x.id)
+
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+
+	// Read before sending the status: a php-fpm that fails before its first
+	// body byte still gets a clean 502, not a half response.
+	n, err := resp.Body.Read(buf)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return upstreamError(err, r.Context().Err() != nil)
+	}
+	w.WriteHeader(resp.Status)
+	for {
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return &httpError{status: StatusClientClosed, msg: "client closed request", err: werr}
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			// The status is sent: the only honest thing left is to break
+			// the client's connection so a truncated body never looks whole.
+			he := upstreamError(err, r.Context().Err() != nil)
+			h.fail(w, r, x, he)
+			if he.status != StatusClientClosed {
+				panic(http.ErrAbortHandler) // deferred: unpin, access log
+			}
+			return nil
+		}
+		if !resp.Pending() {
+			w.Flush()
+		}
+		n, err = resp.Body.Read(buf)
+	}
+}
+
+// routeParams sets the params that come from the route and the pinned
+// release: nginx's `SCRIPT_FILENAME $realpath_root$fastcgi_script_name;
+// DOCUMENT_ROOT $realpath_root;` with PATH_INFO and PATH_TRANSLATED.
+func (h *Handler) routeParams(p map[string]string, r *http.Request, x *exchange, body *spooledBody) {
+	root, rt := x.rel.Root, &x.route
+	p["SCRIPT_FILENAME"] = root + rt.name
+	p["SCRIPT_NAME"] = rt.name
+	p["DOCUMENT_ROOT"] = root
+	p["DOCUMENT_URI"] = rt.docURI
+	p["PATH_INFO"] = rt.pathInfo
+	if rt.pathInfo != "" {
+		// RFC 3875 4.1.6: PATH_TRANSLATED only when PATH_INFO is set.
+		p["PATH_TRANSLATED"] = root + rt.pathInfo
+	}
+	if body != nil {
+		p["CONTENT_LENGTH"] = strconv.FormatInt(body.n, 10)
+	} else {
+		p["CONTENT_LENGTH"] = ""
+	}
+	p["HTTP_X_REQUEST_ID"] = x.id
+}
+
+// logStderr sends what PHP wrote to stderr to the log, once per request.
+func (h *Handler) logStderr(r *http.Request, x *exchange, stderr func() ([]byte, int64)) {
+	p, dropped := stderr()
+	if len(p) == 0 && dropped == 0 {
+		return
+	}
+	h.log.Warn("php stderr",
+		zap.ByteString("stderr", p),
+		zap.Int64("dropped_bytes", dropped),
+		zap.String("uri", r.RequestURI),
+		zap.String("script", x.route.name),
+		zap.String("release", x.rel.Root),
+		zap.String("request_id", x.id),
+	)
+}

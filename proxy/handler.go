@@ -1,0 +1,203 @@
+// Package proxy is realroot's http.Handler: it pins each request to one
+// release, routes it like the canonical nginx + php-fpm configuration
+// (static file, PHP script, directory index, front controller), serves static
+// files and speaks FastCGI to php-fpm through proxy/fcgi.
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/yookoala/gofast"
+	"go.uber.org/zap"
+
+	"realroot/proxy/fcgi"
+	"realroot/resolve"
+)
+
+// Releases is what the handler needs of resolve: the release a request is
+// pinned to at arrival. The handler calls Unpin on it when the response is
+// complete.
+type Releases interface {
+	Pin() *resolve.Release
+}
+
+// Upstream runs one FastCGI exchange; *fcgi.Client is one.
+type Upstream interface {
+	Do(ctx context.Context, req *gofast.Request) (*fcgi.Response, error)
+}
+
+// Options configure a Handler. cmd copies them from the configuration; tests
+// write literals.
+type Options struct {
+	// Index lists the files tried, in order, for a URL naming a directory
+	// (nginx's index). Nil means index.php, index.html.
+	Index []string
+	// FrontController is the script that gets every request naming no file
+	// or directory (try_files' last argument), e.g. "/index.php". Empty
+	// means none: such requests get 404.
+	FrontController string
+	// PHPExtensions lists the extensions of scripts sent to php-fpm, each
+	// with its leading dot. No other file is ever sent. Nil means ".php".
+	PHPExtensions []string
+	// ServerName is SERVER_NAME (nginx's server_name). Empty means the
+	// request's Host without its port.
+	ServerName string
+	// ServerSoftware is SERVER_SOFTWARE. Empty means "realroot".
+	ServerSoftware string
+	// MaxBodySize bounds a request body; a larger one gets 413 before
+	// php-fpm is involved. Zero means 1 MiB (nginx's client_max_body_size);
+	// negative means no limit.
+	MaxBodySize int64
+	// BodyMemory is how much of a request body is buffered in memory; the
+	// rest goes to a temp file. Zero means 64 KiB.
+	BodyMemory int64
+	// TempDir holds request bodies larger than BodyMemory. Empty means
+	// os.TempDir().
+	TempDir string
+	// Params are extra FastCGI params, sent last (they override).
+	Params map[string]string
+	// Deny lists URL path prefixes answered 403, like nginx's `deny all`: a
+	// prefix matches itself and everything below it.
+	Deny []string
+	// Logger receives errors. Nil means none.
+	Logger *zap.Logger
+	// AccessLog receives one line per request. Nil means none.
+	AccessLog *zap.Logger
+}
+
+// Handler serves HTTP requests from the pinned release. Create it with New.
+type Handler struct {
+	releases Releases
+	upstream Upstream
+	opts     Options
+	log      *zap.Logger
+	access   *zap.Logger
+	params   gofast.SessionHandler
+	ids      requestIDs
+}
+
+// New returns a Handler serving releases through upstream.
+func New(releases Releases, upstream Upstream, opts Options) *Handler {
+	if opts.Index == nil {
+		opts.Index = []string{"index.php", "index.html"}
+	}
+	if opts.PHPExtensions == nil {
+		opts.PHPExtensions = []string{".php"}
+	}
+	if opts.ServerSoftware == "" {
+		opts.ServerSoftware = "realroot"
+	}
+	if opts.MaxBodySize == 0 {
+		opts.MaxBodySize = 1 << 20
+	}
+	if opts.BodyMemory <= 0 {
+		opts.BodyMemory = 64 << 10
+	}
+	if opts.TempDir == "" {
+		opts.TempDir = os.TempDir()
+	}
+	h := &Handler{releases: releases, upstream: upstream, opts: opts, log: opts.Logger, access: opts.AccessLog}
+	if h.log == nil {
+		h.log = zap.NewNop()
+	}
+	h.params = gofast.Chain(h.cgiParams, headerParams, h.extraParams)(endParams)
+	h.ids.init()
+	return h
+}
+
+// ServeHTTP pins the request to the current release, routes it and serves it.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rel := h.releases.Pin()
+	defer rel.Unpin()
+
+	x := exchange{start: time.Now(), rel: rel, id: h.ids.get(r)}
+	rec := recorder{ResponseWriter: w}
+	defer h.logAccess(&rec, r, &x)
+
+	if err := h.serve(&rec, r, &x); err != nil {
+		h.fail(&rec, r, &x, err)
+	}
+}
+
+// exchange is one request's state, for serving and for its log line.
+type exchange struct {
+	start    time.Time
+	rel      *resolve.Release
+	id       string
+	route    route
+	upstream time.Duration // time spent with php-fpm; zero when not involved
+}
+
+func (h *Handler) serve(w *recorder, r *http.Request, x *exchange) error {
+	p, err := resolve.CleanPath(r.URL.Path)
+	if err != nil {
+		return &httpError{status: http.StatusBadRequest, msg: "bad path", err: err}
+	}
+	x.route, err = h.route(x.rel, p)
+	if err != nil {
+		return err
+	}
+	switch x.route.kind {
+	case kindRedirect:
+		u := url.URL{Path: x.route.name, RawQuery: r.URL.RawQuery}
+		http.Redirect(w, r, u.String(), http.StatusMovedPermanently)
+		return nil
+	case kindStatic:
+		return h.serveStatic(w, r, x)
+	}
+	return h.serveFastCGI(w, r, x)
+}
+
+// fail answers err: the status and a short text to the client (unless the
+// response has started or the client is gone), the detail to the log.
+func (h *Handler) fail(w *recorder, r *http.Request, x *exchange, err error) {
+	he, ok := err.(*httpError)
+	if !ok {
+		he = &httpError{status: http.StatusInternalServerError, msg: "internal error", err: err}
+	}
+	level := zap.WarnLevel
+	switch {
+	case he.status == StatusClientClosed:
+		level = zap.DebugLevel
+	case he.status < 500:
+		level = zap.InfoLevel
+	}
+	if ce := h.log.Check(level, "request failed"); ce != nil {
+		ce.Write(
+			zap.Int("status", he.status),
+			zap.String("reason", he.msg),
+			zap.Error(he.err),
+			zap.String("method", r.Method),
+			zap.String("uri", r.RequestURI),
+			zap.String("release", x.rel.Root),
+			zap.String("request_id", x.id),
+		)
+	}
+	if he.status == StatusClientClosed {
+		w.status = StatusClientClosed
+		return
+	}
+	if w.wroteHeader {
+		return
+	}
+	hd := w.Header()
+	for k := range hd {
+		delete(hd, k)
+	}
+	for k, v := range he.header {
+		hd[k] = v
+	}
+	hd.Set("Content-Type", "text/plain; charset=utf-8")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	if he.status == http.StatusServiceUnavailable {
+		hd.Set("Retry-After", "1")
+	}
+	w.WriteHeader(he.status)
+	if r.Method != http.MethodHead {
+		w.Write([]byte(statusText(he.status)))
+	}
+}

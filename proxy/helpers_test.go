@@ -1,0 +1,63 @@
+package proxy
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"realroot/resolve"
+)
+
+// writeTree writes files (path -> content) below dir.
+func writeTree(t testing.TB, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// newDeploy makes a Capistrano-style deploy in a temp dir: releases/<name>
+// for every name, each with files, shared/, and current -> releases/<first>.
+// It returns the deploy dir.
+func newDeploy(t testing.TB, files map[string]string, names ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, n := range names {
+		writeTree(t, filepath.Join(dir, "releases", n), files)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "shared"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("releases", names[0]), filepath.Join(dir, "current")); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// switchTo points dir/current at releases/name atomically (mv -T).
+func switchTo(t testing.TB, dir, name string) {
+	t.Helper()
+	tmp := filepath.Join(dir, "current.tmp")
+	os.Remove(tmp)
+	if err := os.Symlink(filepath.Join("releases", name), tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "current")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newReleases(t testing.TB, root string) *resolve.Releases {
+	t.Helper()
+	rs, err := resolve.New(resolve.Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}

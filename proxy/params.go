@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/yookoala/gofast"
+)
+
+// FastCGI params are built by a gofast middleware chain, in nginx's order:
+// the route's params (SCRIPT_FILENAME, DOCUMENT_ROOT, ...) are set by
+// serveFastCGI from the pinned release; then cgiParams maps what Debian's
+// nginx fastcgi_params maps from the request and its connection;
+// headerParams maps the request headers to HTTP_*; extraParams adds the
+// configured params last, so they override.
+
+// endParams ends the params chain: the exchange itself is proxy/fcgi's.
+func endParams(gofast.Client, *gofast.Request) (*gofast.ResponsePipe, error) { return nil, nil }
+
+// cgiParams maps the request and connection variables of nginx's
+// fastcgi_params.
+func (h *Handler) cgiParams(inner gofast.SessionHandler) gofast.SessionHandler {
+	return func(c gofast.Client, req *gofast.Request) (*gofast.ResponsePipe, error) {
+		r, p := req.Raw, req.Params
+		p["QUERY_STRING"] = r.URL.RawQuery
+		p["REQUEST_METHOD"] = r.Method
+		p["CONTENT_TYPE"] = r.Header.Get("Content-Type")
+		p["REQUEST_URI"] = requestURI(r)
+		p["SERVER_PROTOCOL"] = r.Proto
+		p["GATEWAY_INTERFACE"] = "CGI/1.1"
+		p["SERVER_SOFTWARE"] = h.opts.ServerSoftware
+		p["REDIRECT_STATUS"] = "200"
+		if r.TLS != nil {
+			p["REQUEST_SCHEME"] = "https"
+			p["HTTPS"] = "on"
+		} else {
+			p["REQUEST_SCHEME"] = "http"
+		}
+		p["REMOTE_ADDR"], p["REMOTE_PORT"] = splitAddr(r.RemoteAddr)
+		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			p["SERVER_ADDR"], p["SERVER_PORT"] = splitAddr(a.String())
+		}
+		if h.opts.ServerName != "" {
+			p["SERVER_NAME"] = h.opts.ServerName
+		} else {
+			p["SERVER_NAME"] = hostOnly(r.Host)
+		}
+		return inner(c, req)
+	}
+}
+
+// headerParams maps every request header to HTTP_NAME, as nginx does. Names
+// with "_" or "." are dropped, so that X-Foo_Bar cannot pose as X-Foo-Bar
+// once both become HTTP_X_FOO_BAR, and Proxy is dropped (HTTPoxy, CVE-2016-5385).
+// X-Request-Id is set by the handler.
+func headerParams(inner gofast.SessionHandler) gofast.SessionHandler {
+	return func(c gofast.Client, req *gofast.Request) (*gofast.ResponsePipe, error) {
+		r, p := req.Raw, req.Params
+		if r.Host != "" {
+			p["HTTP_HOST"] = r.Host
+		}
+		for name, values := range r.Header {
+			if name == "Proxy" || name == "X-Request-Id" || strings.ContainsAny(name, "_.") {
+				continue
+			}
+			key, ok := commonParamNames[name]
+			if !ok {
+				key = paramName(name)
+			}
+			sep := ", "
+			if name == "Cookie" {
+				sep = "; "
+			}
+			p[key] = joinValues(values, sep)
+		}
+		return inner(c, req)
+	}
+}
+
+// extraParams adds the configured params.
+func (h *Handler) extraParams(inner gofast.SessionHandler) gofast.SessionHandler {
+	return func(c gofast.Client, req *gofast.Request) (*gofast.ResponsePipe, error) {
+		for k, v := range h.opts.Params {
+			req.Params[k] = v
+		}
+		return inner(c, req)
+	}
+}
+
+// commonParamNames caches the param names of common headers, so that most
+// requests map their headers without allocating.
+var commonParamNames = func() map[string]string {
+	m := make(map[string]string)
+	for _, h := range []string{
+		"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language",
+		"Authorization", "Cache-Control", "Connection", "Content-Length",
+		"Content-Type", "Cookie", "Dnt", "If-Match", "If-Modified-Since",
+		"If-None-Match", "If-Range", "If-Unmodified-Since", "Origin", "Pragma",
+		"Priority", "Range", "Referer", "Sec-Ch-Ua", "Sec-Ch-Ua-Mobile",
+		"Sec-Ch-Ua-Platform", "Sec-Fetch-Dest", "Sec-Fetch-Mode",
+		"Sec-Fetch-Site", "Sec-Fetch-User", "Te", "Upgrade-Insecure-Requests",
+		"User-Agent", "Via", "X-Forwarded-For", "X-Forwarded-Host",
+		"X-Forwarded-Proto", "X-Real-Ip", "X-Requested-With",
+	} {
+		m[h] = paramName(h)
+	}
+	return m
+}()
+
+// paramName turns a header name into its param: X-Foo-Bar -> HTTP_X_FOO_BAR.
+func paramName(header string) string {
+	b := make([]byte, 0, len("HTTP_")+len(header))
+	b = append(b, "HTTP_"...)
+	for i := 0; i < len(header); i++ {
+		c := header[i]
+		switch {
+		case c == '-':
+			c = '_'
+		case 'a' <= c && c <= 'z':
+			c -= 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
+
+func joinValues(values []string, sep string) string {
+	if len(values) == 1 {
+		return values[0]
+	}
+	return strings.Join(values, sep)
+}
+
+// requestURI is nginx's $request_uri: the request target as sent, in origin
+// form even when the client sent an absolute URI.
+func requestURI(r *http.Request) string {
+	if strings.HasPrefix(r.RequestURI, "/") {
+		return r.RequestURI
+	}
+	return r.URL.RequestURI()
+}
+
+// splitAddr splits host:port; an address without a port is all host.
+func splitAddr(addr string) (host, port string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr, ""
+	}
+	return host, port
+}
+
+// hostOnly strips the port from a Host header.
+func hostOnly(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		return h
+	}
+	return host
+}

@@ -1,0 +1,110 @@
+package proxy
+
+import (
+	"errors"
+	"mime"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+
+	"realroot/resolve"
+)
+
+// precompressed are the sibling encodings looked for, best first, like
+// nginx's gzip_static (and brotli_static).
+var precompressed = []struct{ encoding, ext string }{
+	{"br", ".br"},
+	{"gzip", ".gz"},
+}
+
+// compressible lists the extensions whose precompressed siblings are looked
+// for; other files (images, archives) are served as they are.
+var compressible = map[string]bool{
+	".html": true, ".htm": true, ".css": true, ".js": true, ".mjs": true,
+	".json": true, ".map": true, ".svg": true, ".xml": true, ".txt": true,
+	".csv": true, ".md": true, ".wasm": true, ".ico": true, ".ttf": true,
+	".otf": true, ".eot": true,
+}
+
+// serveStatic serves x.route's file from the pinned release: Content-Type by
+// extension, ETag and Last-Modified like nginx, conditional requests, ranges,
+// HEAD, and a precompressed sibling when the client accepts it.
+func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return &httpError{status: http.StatusMethodNotAllowed, msg: "method not allowed for a static file",
+			header: http.Header{"Allow": {"GET, HEAD"}}}
+	}
+	name := x.route.name
+	ext := path.Ext(name)
+	hd := w.Header()
+	ctype := mime.TypeByExtension(ext)
+	if ctype == "" {
+		ctype = "application/octet-stream" // nginx's default_type
+	}
+	hd.Set("Content-Type", ctype)
+
+	served := name
+	if compressible[strings.ToLower(ext)] {
+		ae := r.Header.Get("Accept-Encoding")
+		for _, pc := range precompressed {
+			if !acceptsEncoding(ae, pc.encoding) {
+				continue
+			}
+			if fi, err := x.rel.Stat(name + pc.ext); err == nil && fi.Mode().IsRegular() {
+				served = name + pc.ext
+				hd.Set("Content-Encoding", pc.encoding)
+				hd.Add("Vary", "Accept-Encoding")
+				break
+			}
+		}
+	}
+
+	f, fi, err := x.rel.Open(served)
+	switch {
+	case errors.Is(err, resolve.ErrOutside):
+		return &httpError{status: http.StatusNotFound, msg: "file resolves outside the deploy", err: err}
+	case err != nil && notExist(err):
+		return &httpError{status: http.StatusNotFound, msg: "no such file", err: err}
+	case err != nil:
+		return &httpError{status: http.StatusForbidden, msg: "cannot open file", err: err}
+	}
+	defer f.Close()
+	if !fi.Mode().IsRegular() {
+		return errNotFound("not a regular file")
+	}
+	hd.Set("ETag", etag(fi.ModTime().Unix(), fi.Size()))
+	http.ServeContent(w, r, "", fi.ModTime(), f)
+	return nil
+}
+
+// etag is nginx's ETag: "mtime-size" in hex.
+func etag(mtime, size int64) string {
+	b := make([]byte, 0, 32)
+	b = append(b, '"')
+	b = strconv.AppendInt(b, mtime, 16)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, size, 16)
+	b = append(b, '"')
+	return string(b)
+}
+
+// acceptsEncoding reports whether the Accept-Encoding header ae accepts enc
+// with a non-zero q.
+func acceptsEncoding(ae, enc string) bool {
+	for ae != "" {
+		var item string
+		item, ae, _ = strings.Cut(ae, ",")
+		token, params, _ := strings.Cut(item, ";")
+		if !strings.EqualFold(strings.TrimSpace(token), enc) {
+			continue
+		}
+		q := strings.TrimSpace(params)
+		if v, ok := strings.CutPrefix(q, "q="); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return err == nil && f > 0
+		}
+		return true
+	}
+	return false
+}

@@ -1,0 +1,158 @@
+package proxy
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStatic(t *testing.T) {
+	css := strings.Repeat("body{color:red}\n", 64)
+	dir := newDeploy(t, map[string]string{
+		"app.css":     css,
+		"app.css.gz":  "GZ",
+		"app.js":      "js",
+		"app.js.br":   "BR",
+		"app.js.gz":   "GZ",
+		"logo.png":    "PNG",
+		"logo.png.gz": "GZ", // not looked for: images are not compressible
+		"data.bin":    "bin",
+	}, "A")
+	mtime := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	for _, f := range []string{"app.css", "app.js", "app.js.br", "app.js.gz", "app.css.gz"} {
+		os.Chtimes(filepath.Join(dir, "releases/A", f), mtime, mtime)
+	}
+	h := New(newReleases(t, filepath.Join(dir, "current")), nil, Options{})
+	wantETag := etag(mtime.Unix(), int64(len(css)))
+
+	tests := []struct {
+		name     string
+		method   string
+		target   string
+		header   http.Header
+		status   int
+		body     string
+		wantHdrs map[string]string
+	}{
+		{name: "get", method: "GET", target: "/app.css", status: 200, body: css,
+			wantHdrs: map[string]string{"Content-Type": "text/css; charset=utf-8", "ETag": wantETag,
+				"Last-Modified": "Sat, 21 Nov 2026 12:00:00 GMT", "Content-Encoding": "", "Vary": ""}},
+		{name: "head", method: "HEAD", target: "/app.css", status: 200, body: "",
+			wantHdrs: map[string]string{"Content-Length": "1024"}},
+		{name: "if-none-match", method: "GET", target: "/app.css", header: http.Header{"If-None-Match": {wantETag}}, status: 304},
+		{name: "if-modified-since", method: "GET", target: "/app.css", header: http.Header{"If-Modified-Since": {"Sat, 21 Nov 2026 12:00:00 GMT"}}, status: 304},
+		{name: "range", method: "GET", target: "/app.css", header: http.Header{"Range": {"bytes=0-3"}}, status: 206, body: "body",
+			wantHdrs: map[string]string{"Content-Range": "bytes 0-3/1024"}},
+		{name: "gzip sibling", method: "GET", target: "/app.css", header: http.Header{"Accept-Encoding": {"gzip, deflate"}}, status: 200, body: "GZ",
+			wantHdrs: map[string]string{"Content-Encoding": "gzip", "Vary": "Accept-Encoding", "Content-Type": "text/css; charset=utf-8"}},
+		{name: "brotli preferred", method: "GET", target: "/app.js", header: http.Header{"Accept-Encoding": {"gzip, br"}}, status: 200, body: "BR",
+			wantHdrs: map[string]string{"Content-Encoding": "br"}},
+		{name: "brotli refused by q=0", method: "GET", target: "/app.js", header: http.Header{"Accept-Encoding": {"br;q=0, gzip"}}, status: 200, body: "GZ",
+			wantHdrs: map[string]string{"Content-Encoding": "gzip"}},
+		{name: "no encoding accepted", method: "GET", target: "/app.js", status: 200, body: "js",
+			wantHdrs: map[string]string{"Content-Encoding": ""}},
+		{name: "image sibling ignored", method: "GET", target: "/logo.png", header: http.Header{"Accept-Encoding": {"gzip"}}, status: 200, body: "PNG",
+			wantHdrs: map[string]string{"Content-Type": "image/png", "Content-Encoding": ""}},
+		{name: "unknown type", method: "GET", target: "/data.bin", status: 200, body: "bin",
+			wantHdrs: map[string]string{"Content-Type": "application/octet-stream"}},
+		{name: "post to a file", method: "POST", target: "/app.css", status: 405,
+			wantHdrs: map[string]string{"Allow": "GET, HEAD"}},
+		{name: "missing", method: "GET", target: "/nope.css", status: 404},
+		{name: "nul", method: "GET", target: "/app.css%00.php", status: 400},
+		{name: "dotfile", method: "GET", target: "/.env", status: 404},
+		{name: "traversal", method: "GET", target: "/../../../../etc/passwd", status: 404},
+		{name: "encoded traversal", method: "GET", target: "/%2e%2e/%2e%2e/etc/passwd", status: 404},
+		{name: "directory redirect", method: "GET", target: "/?x=1", status: 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(tt.method, "http://example.test/", nil)
+			r.URL.Path, r.URL.RawQuery, _ = strings.Cut(tt.target, "?")
+			if p, err := unescape(r.URL.Path); err == nil {
+				r.URL.Path = p
+			}
+			r.RequestURI = tt.target
+			for k, v := range tt.header {
+				r.Header[k] = v
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tt.status {
+				t.Fatalf("status = %d; want %d (body %q)", w.Code, tt.status, w.Body.String())
+			}
+			if tt.body != "" && w.Body.String() != tt.body {
+				t.Errorf("body = %q; want %q", w.Body.String(), tt.body)
+			}
+			for k, v := range tt.wantHdrs {
+				if got := w.Header().Get(k); got != v {
+					t.Errorf("header %s = %q; want %q", k, got, v)
+				}
+			}
+		})
+	}
+}
+
+// TestStaticSymlinks: links inside a release are followed while they stay
+// inside the deploy (shared/ in Capistrano layouts), never to elsewhere.
+func TestStaticSymlinks(t *testing.T) {
+	dir := newDeploy(t, map[string]string{"index.php": "<?php"}, "A")
+	writeTree(t, filepath.Join(dir, "shared"), map[string]string{"storage/avatar.txt": "shared file"})
+	outside := t.TempDir()
+	writeTree(t, outside, map[string]string{"secret.txt": "outside"})
+	rel := filepath.Join(dir, "releases/A")
+	if err := os.Symlink("../../shared/storage", filepath.Join(rel, "storage")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "secret.txt"), filepath.Join(rel, "secret.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(rel, "passwd.txt")); err != nil {
+		t.Fatal(err)
+	}
+	h := New(newReleases(t, filepath.Join(dir, "current")), nil, Options{})
+	for _, tt := range []struct {
+		target string
+		status int
+		body   string
+	}{
+		{"/storage/avatar.txt", 200, "shared file"},
+		{"/secret.txt", 404, ""},
+		{"/passwd.txt", 404, ""},
+	} {
+		r := httptest.NewRequest("GET", "http://example.test"+tt.target, nil)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tt.status || (tt.body != "" && w.Body.String() != tt.body) {
+			t.Errorf("GET %s = %d %q; want %d %q", tt.target, w.Code, w.Body.String(), tt.status, tt.body)
+		}
+	}
+}
+
+func TestDirectoryRedirect(t *testing.T) {
+	dir := newDeploy(t, map[string]string{"docs/index.html": "<p>docs"}, "A")
+	h := New(newReleases(t, filepath.Join(dir, "current")), nil, Options{})
+	r := httptest.NewRequest("GET", "http://example.test/docs?a=b%20c", nil)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusMovedPermanently || w.Header().Get("Location") != "/docs/?a=b%20c" {
+		t.Fatalf("GET /docs = %d Location %q; want 301 /docs/?a=b%%20c", w.Code, w.Header().Get("Location"))
+	}
+	r = httptest.NewRequest("GET", "http://example.test/docs/", nil)
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != 200 || w.Body.String() != "<p>docs" {
+		t.Fatalf("GET /docs/ = %d %q; want 200 <p>docs", w.Code, w.Body.String())
+	}
+}
+
+func unescape(p string) (string, error) {
+	r, err := http.NewRequest("GET", "http://x"+p, nil)
+	if err != nil {
+		return "", err
+	}
+	return r.URL.Path, nil
+}
