@@ -70,10 +70,10 @@ func TestDeployTorture(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	var (
-		wg                                          sync.WaitGroup
+		wg                                         sync.WaitGroup
 		total, failed, mixed, stale, detectWorstNS atomic.Int64
-		flips                                       atomic.Int64
-		firstErr                                    atomic.Value
+		flips                                      atomic.Int64
+		firstErr                                   atomic.Value
 	)
 	report := func(format string, a ...any) {
 		firstErr.CompareAndSwap(nil, fmt.Sprintf(format, a...))
