@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"realroot/conf"
+)
+
+//go:embed demosite
+var demoSite embed.FS
+
+// demoReleases are the two releases the demo creates; current points at the
+// first.
+var demoReleases = []string{"20261121120000", "20261122120000"}
+
+// demo creates a two-release site behind a current symlink, starts a private
+// php-fpm for it and serves it.
+func demo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("realroot demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "address to serve on")
+	dir := fs.String("dir", "", "where to create the site (default: a new temp dir)")
+	fpm := fs.String("php-fpm", "", "php-fpm binary (default: php-fpm8.2 or php-fpm from PATH)")
+	if err := fs.Parse(args); err != nil {
+		return &usageError{err}
+	}
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "realroot-demo-")
+		if err != nil {
+			return err
+		}
+		*dir = d
+	}
+	if err := writeDemoSite(*dir); err != nil {
+		return fmt.Errorf("demo site: %w", err)
+	}
+	bin, err := findPHPFPM(*fpm)
+	if err != nil {
+		return err
+	}
+	sock := filepath.Join(*dir, "php-fpm.sock")
+	child, err := startDemoFPM(bin, *dir, sock, stderr)
+	if err != nil {
+		return err
+	}
+	defer child.stop()
+
+	c := conf.Default()
+	c.Root = filepath.Join(*dir, "current", "public")
+	c.FastCGI = "unix:" + sock
+	c.Listen = []string{*listen}
+	c.PollInterval = time.Second
+	if err := c.Validate(); err != nil {
+		return &usageError{err}
+	}
+	logger, access, err := newLoggers(c, stderr)
+	if err != nil {
+		return err
+	}
+	rel := func(name string) string { return filepath.Join(*dir, "releases", name) }
+	return runServer(ctx, c, logger, access, func(addrs []net.Addr) {
+		fmt.Fprintf(stdout, `
+realroot demo: http://%s/
+  site:    %s   (current -> releases/%s)
+  switch:  ln -s %s %s/current.tmp && mv -T %s/current.tmp %s/current
+  back:    ln -sfn %s %s/current
+Stop with Ctrl-C.
+
+`, addrs[0], *dir, demoReleases[0],
+			rel(demoReleases[1]), *dir, *dir, *dir,
+			rel(demoReleases[0]), *dir)
+	})
+}
+
+// writeDemoSite writes every release and points current at the first.
+func writeDemoSite(dir string) error {
+	for _, name := range demoReleases {
+		root := filepath.Join(dir, "releases", name)
+		err := fs.WalkDir(demoSite, "demosite", func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			dst := filepath.Join(root, strings.TrimPrefix(p, "demosite"))
+			if d.IsDir() {
+				return os.MkdirAll(dst, 0o755)
+			}
+			b, err := demoSite.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			b = []byte(strings.ReplaceAll(string(b), "{{RELEASE}}", name))
+			return os.WriteFile(dst, b, 0o644)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	link := filepath.Join(dir, "current")
+	tmp := link + ".tmp"
+	os.Remove(tmp)
+	if err := os.Symlink(filepath.Join("releases", demoReleases[0]), tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, link)
+}
+
+// findPHPFPM returns the php-fpm binary to run.
+func findPHPFPM(bin string) (string, error) {
+	if bin != "" {
+		return exec.LookPath(bin)
+	}
+	for _, name := range []string{"php-fpm8.2", "/usr/sbin/php-fpm8.2", "php-fpm"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("php-fpm not found: install it with scripts/deps.sh (or pass --php-fpm)")
+}
+
+// fpmChild is a php-fpm run in the foreground as a child process.
+type fpmChild struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// startDemoFPM starts php-fpm with a one-pool config in dir and waits until
+// sock accepts.
+func startDemoFPM(bin, dir, sock string, stderr io.Writer) (*fpmChild, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[global]\nerror_log = /proc/self/fd/2\ndaemonize = no\n\n[demo]\n")
+	fmt.Fprintf(&b, "listen = %s\nlisten.mode = 0666\npm = static\npm.max_children = 4\n", sock)
+	fmt.Fprintf(&b, "catch_workers_output = yes\ndecorate_workers_output = no\n")
+	args := []string{"-F", "-y", filepath.Join(dir, "php-fpm.conf")}
+	if os.Geteuid() == 0 {
+		b.WriteString("user = root\ngroup = root\n")
+		args = append(args, "-R") // php-fpm refuses root without it
+	}
+	if err := os.WriteFile(args[2], []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	os.Remove(sock)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = stderr, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	c := &fpmChild{cmd: cmd, done: make(chan error, 1)}
+	go func() { c.done <- cmd.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := net.DialTimeout("unix", sock, time.Second)
+		if err == nil {
+			conn.Close()
+			return c, nil
+		}
+		select {
+		case err := <-c.done:
+			return nil, fmt.Errorf("php-fpm exited at start: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			c.stop()
+			return nil, fmt.Errorf("php-fpm did not accept on %s within 10s", sock)
+		}
+	}
+}
+
+// stop stops php-fpm gracefully (SIGQUIT), then kills it after 5s.
+func (c *fpmChild) stop() {
+	c.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+		<-c.done
+	}
+}
