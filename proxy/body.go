@@ -9,29 +9,75 @@ import (
 	"os"
 )
 
-// spooledBody is a request body read in full before php-fpm is involved,
-// like nginx's fastcgi_request_buffering: php-fpm gets an exact
-// CONTENT_LENGTH, never a truncated upload, and no worker waits on a slow
-// client. Small bodies stay in memory; larger ones go to an unlinked temp
-// file.
-type spooledBody struct {
-	io.Reader
-	n    int64
-	file *os.File
+// spool holds bytes in memory up to a bound, then in an unlinked temp file.
+// It buffers request bodies before php-fpm is involved and, with
+// BufferResponses, php-fpm's responses before a slow client gets them.
+type spool struct {
+	buf   bytes.Buffer
+	limit int64  // bytes kept in memory
+	dir   string // where the temp file goes
+	file  *os.File
+	n     int64
+}
+
+// errSpool marks a failure to write the spool (disk full, unwritable temp
+// dir), as opposed to a failure of what is being read into it.
+type errSpool struct{ err error }
+
+func (e *errSpool) Error() string { return "buffer to disk: " + e.err.Error() }
+func (e *errSpool) Unwrap() error { return e.err }
+
+func (s *spool) Write(p []byte) (int, error) {
+	if s.file == nil && int64(s.buf.Len()+len(p)) <= s.limit {
+		s.n += int64(len(p))
+		return s.buf.Write(p)
+	}
+	if s.file == nil {
+		f, err := os.CreateTemp(s.dir, "realroot-")
+		if err != nil {
+			return 0, &errSpool{err}
+		}
+		os.Remove(f.Name()) // the open file stays usable; nothing is left behind
+		s.file = f
+		if _, err := f.Write(s.buf.Bytes()); err != nil {
+			return 0, &errSpool{err}
+		}
+		s.buf = bytes.Buffer{}
+	}
+	n, err := s.file.Write(p)
+	s.n += int64(n)
+	if err != nil {
+		return n, &errSpool{err}
+	}
+	return n, nil
+}
+
+// reader returns everything written, from the start.
+func (s *spool) reader() (io.Reader, error) {
+	if s.file == nil {
+		return bytes.NewReader(s.buf.Bytes()), nil
+	}
+	if _, err := s.file.Seek(0, io.SeekStart); err != nil {
+		return nil, &errSpool{err}
+	}
+	return s.file, nil
 }
 
 // Close removes the temp file, if any.
-func (b *spooledBody) Close() error {
-	if b.file != nil {
-		return b.file.Close()
+func (s *spool) Close() error {
+	if s.file != nil {
+		return s.file.Close()
 	}
 	return nil
 }
 
-// spool reads r's body. It returns nil for a request without one. A body
-// over MaxBodySize is a 413, a client that fails mid-body a 400 (or 499 if
-// it went away), a temp file that cannot be written a 500.
-func (h *Handler) spool(w http.ResponseWriter, r *http.Request) (*spooledBody, error) {
+// spoolBody reads r's whole body before php-fpm is involved, like nginx's
+// fastcgi_request_buffering: php-fpm gets an exact CONTENT_LENGTH, never a
+// truncated upload, and no worker waits on a slow client. It returns nil for
+// a request without a body. A body over MaxBodySize is a 413, a client that
+// fails mid-body a 400 (or 499 if it went away), a temp file that cannot be
+// written a 500.
+func (h *Handler) spoolBody(w http.ResponseWriter, r *http.Request) (*spool, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return nil, nil
 	}
@@ -44,51 +90,26 @@ func (h *Handler) spool(w http.ResponseWriter, r *http.Request) (*spooledBody, e
 	if limit > 0 {
 		body = http.MaxBytesReader(w, r.Body, limit)
 	}
-
-	mem := h.opts.BodyMemory
-	if r.ContentLength > 0 && r.ContentLength < mem {
-		mem = r.ContentLength
+	s := &spool{limit: h.opts.BodyMemory, dir: h.opts.TempDir}
+	if r.ContentLength > 0 && r.ContentLength <= s.limit {
+		s.buf.Grow(int(r.ContentLength))
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, mem+1))
-	n, err := io.CopyN(buf, body, mem+1)
-	if errors.Is(err, io.EOF) {
-		return &spooledBody{Reader: bytes.NewReader(buf.Bytes()), n: n}, nil
-	}
-	if err != nil {
+	if _, err := io.Copy(s, body); err != nil {
+		s.Close()
 		return nil, bodyError(r, err)
 	}
-
-	f, err := os.CreateTemp(h.opts.TempDir, "realroot-body-")
-	if err != nil {
-		return nil, &httpError{status: http.StatusInternalServerError, msg: "cannot buffer request body", err: err}
-	}
-	os.Remove(f.Name()) // the open file stays readable; nothing is left behind
-	sb := &spooledBody{file: f}
-	if _, err := f.Write(buf.Bytes()); err != nil {
-		f.Close()
-		return nil, &httpError{status: http.StatusInternalServerError, msg: "cannot buffer request body", err: err}
-	}
-	m, err := io.Copy(f, body)
-	if err != nil {
-		f.Close()
-		var pe *os.PathError
-		if errors.As(err, &pe) { // the write side failed: disk full, I/O error
-			return nil, &httpError{status: http.StatusInternalServerError, msg: "cannot buffer request body", err: err}
-		}
-		return nil, bodyError(r, err)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		f.Close()
-		return nil, &httpError{status: http.StatusInternalServerError, msg: "cannot buffer request body", err: err}
-	}
-	sb.Reader, sb.n = f, n+m
-	return sb, nil
+	return s, nil
 }
 
-// bodyError classifies an error reading the client's body.
+// bodyError classifies an error reading the client's body into a spool.
 func bodyError(r *http.Request, err error) *httpError {
-	var tooLarge *http.MaxBytesError
+	var (
+		tooLarge *http.MaxBytesError
+		disk     *errSpool
+	)
 	switch {
+	case errors.As(err, &disk):
+		return &httpError{status: http.StatusInternalServerError, msg: "cannot buffer request body", err: err}
 	case errors.As(err, &tooLarge):
 		return &httpError{status: http.StatusRequestEntityTooLarge, msg: "request body too large", err: err}
 	case r.Context().Err() != nil:

@@ -5,11 +5,14 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/yookoala/gofast"
 	"go.uber.org/zap"
+
+	"realroot/proxy/fcgi"
 )
 
 // hiddenHeaders are response headers from php-fpm that never reach the
@@ -28,7 +31,7 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // serveFastCGI runs the routed script of x's pinned release on php-fpm and
 // streams its response, flushing whenever php-fpm has nothing more ready.
 func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error {
-	body, err := h.spool(w, r)
+	body, err := h.spoolBody(w, r)
 	if err != nil {
 		return err
 	}
@@ -45,12 +48,20 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 	req.Raw = r
 	h.routeParams(req.Params, r, x, body)
 	if body != nil {
-		req.Stdin = io.NopCloser(body)
+		in, err := body.reader()
+		if err != nil {
+			return &httpError{status: http.StatusInternalServerError, msg: "cannot buffer request body", err: err}
+		}
+		req.Stdin = io.NopCloser(in)
 	}
 	h.params(nil, req)
 
 	start := time.Now()
-	defer func() { x.upstream = time.Since(start) }()
+	defer func() {
+		if x.upstream == 0 {
+			x.upstream = time.Since(start)
+		}
+	}()
 	resp, err := h.upstream.Do(r.Context(), req)
 	if err != nil {
 		return upstreamError(err, r.Context().Err() != nil)
@@ -58,6 +69,8 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 	defer h.logStderr(r, x, resp.Stderr) // after Close: stderr is complete
 	defer resp.Body.Close()
 
+	streaming := resp.Header.Get("X-Accel-Buffering") == "no" ||
+		strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	hd := w.Header()
 	for k, v := range resp.Header {
 		hd[k] = v
@@ -66,7 +79,15 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 		delete(hd, k)
 	}
 	hd.Set("X-Request-Id", x.id)
+	if h.opts.BufferResponses && !streaming {
+		return h.sendBuffered(w, r, x, resp, start)
+	}
+	return h.stream(w, r, x, resp)
+}
 
+// stream copies php-fpm's response to the client as it arrives, flushing
+// whenever php-fpm has nothing more ready.
+func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.Response) error {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
@@ -88,13 +109,7 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 			return nil
 		}
 		if err != nil {
-			// The status is sent: the only honest thing left is to break
-			// the client's connection so a truncated body never looks whole.
-			he := upstreamError(err, r.Context().Err() != nil)
-			h.fail(w, r, x, he)
-			if he.status != StatusClientClosed {
-				panic(http.ErrAbortHandler) // deferred: unpin, access log
-			}
+			h.abort(w, r, x, err)
 			return nil
 		}
 		if !resp.Pending() {
@@ -104,10 +119,51 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 	}
 }
 
+// sendBuffered reads php-fpm's whole response (memory up to BufferMemory,
+// then a temp file) and lets php-fpm go before the client gets it, like
+// nginx's fastcgi_buffering: a slow client holds no worker. A failure while
+// reading is still a clean error response.
+func (h *Handler) sendBuffered(w *recorder, r *http.Request, x *exchange, resp *fcgi.Response, start time.Time) error {
+	s := &spool{limit: h.opts.BufferMemory, dir: h.opts.TempDir}
+	defer s.Close()
+	if _, err := io.Copy(s, resp.Body); err != nil {
+		var disk *errSpool
+		if errors.As(err, &disk) {
+			return &httpError{status: http.StatusInternalServerError, msg: "cannot buffer response", err: err}
+		}
+		return upstreamError(err, r.Context().Err() != nil)
+	}
+	resp.Body.Close() // the connection goes back now, not after the client is done
+	x.upstream = time.Since(start)
+	body, err := s.reader()
+	if err != nil {
+		return &httpError{status: http.StatusInternalServerError, msg: "cannot buffer response", err: err}
+	}
+	if w.Header().Get("Content-Length") == "" && w.Header().Get("Transfer-Encoding") == "" {
+		w.Header().Set("Content-Length", strconv.FormatInt(s.n, 10))
+	}
+	w.WriteHeader(resp.Status)
+	if _, err := io.Copy(w, body); err != nil {
+		return &httpError{status: StatusClientClosed, msg: "client closed request", err: err}
+	}
+	return nil
+}
+
+// abort ends a response whose status is already sent after php-fpm failed:
+// the only honest thing left is to break the client's connection, so that a
+// truncated body never looks whole.
+func (h *Handler) abort(w *recorder, r *http.Request, x *exchange, err error) {
+	he := upstreamError(err, r.Context().Err() != nil)
+	h.fail(w, r, x, he)
+	if he.status != StatusClientClosed {
+		panic(http.ErrAbortHandler) // deferred: unpin, access log
+	}
+}
+
 // routeParams sets the params that come from the route and the pinned
 // release: nginx's `SCRIPT_FILENAME $realpath_root$fastcgi_script_name;
 // DOCUMENT_ROOT $realpath_root;` with PATH_INFO and PATH_TRANSLATED.
-func (h *Handler) routeParams(p map[string]string, r *http.Request, x *exchange, body *spooledBody) {
+func (h *Handler) routeParams(p map[string]string, r *http.Request, x *exchange, body *spool) {
 	root, rt := x.rel.Root, &x.route
 	p["SCRIPT_FILENAME"] = root + rt.name
 	p["SCRIPT_NAME"] = rt.name

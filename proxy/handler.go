@@ -58,6 +58,15 @@ type Options struct {
 	// TempDir holds request bodies larger than BodyMemory. Empty means
 	// os.TempDir().
 	TempDir string
+	// BufferResponses reads each php-fpm response whole (memory up to
+	// BufferMemory, then a temp file) before sending it, so a slow client
+	// holds no php-fpm worker (nginx's fastcgi_buffering). Responses that
+	// stream (text/event-stream, X-Accel-Buffering: no) never are. False
+	// means every response streams.
+	BufferResponses bool
+	// BufferMemory is how much of a buffered response stays in memory.
+	// Zero means 1 MiB.
+	BufferMemory int64
 	// Params are extra FastCGI params, sent last (they override).
 	Params map[string]string
 	// Deny lists URL path prefixes answered 403, like nginx's `deny all`: a
@@ -96,6 +105,9 @@ func New(releases Releases, upstream Upstream, opts Options) *Handler {
 	}
 	if opts.BodyMemory <= 0 {
 		opts.BodyMemory = 64 << 10
+	}
+	if opts.BufferMemory <= 0 {
+		opts.BufferMemory = 1 << 20
 	}
 	if opts.TempDir == "" {
 		opts.TempDir = os.TempDir()

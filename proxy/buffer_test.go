@@ -1,0 +1,112 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"realroot/internal/fcgitest"
+	"realroot/proxy/fcgi"
+)
+
+func newFakeServer(t *testing.T, opts Options, fake fcgitest.Handler) *httptest.Server {
+	t.Helper()
+	dir := newDeploy(t, map[string]string{"index.php": "<?php", "big.php": "<?php"}, "A")
+	srv := fcgitest.Start(t, fake)
+	h := New(newReleases(t, filepath.Join(dir, "current")), &fcgi.Client{Network: "unix", Address: srv.Socket}, opts)
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+// TestBufferedResponse: with BufferResponses, php-fpm's whole response is
+// read (past memory into a temp file) before the client gets it, with a
+// Content-Length; php-fpm failing midway is a clean 502, not a cut body.
+func TestBufferedResponse(t *testing.T) {
+	big := strings.Repeat("0123456789", 300_000) // 3 MB: past BufferMemory, into a file
+	ts := newFakeServer(t, Options{BufferResponses: true, BufferMemory: 64 << 10},
+		func(req *fcgitest.Request, w io.Writer) error {
+			io.WriteString(w, "Content-Type: text/plain\r\n\r\n")
+			if req.Params["SCRIPT_NAME"] == "/big.php" {
+				_, err := io.WriteString(w, big)
+				return err
+			}
+			io.WriteString(w, "half a resp")
+			return errors.New("die before FCGI_END_REQUEST")
+		})
+
+	resp, err := http.Get(ts.URL + "/big.php")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || string(b) != big || resp.ContentLength != int64(len(big)) {
+		t.Fatalf("big.php: %d, %d bytes (Content-Length %d), %v; want 200 and %d bytes", resp.StatusCode, len(b), resp.ContentLength, err, len(big))
+	}
+
+	resp, err = http.Get(ts.URL + "/index.php")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || strings.Contains(string(b), "half") {
+		t.Fatalf("truncated upstream, buffered: %d %q; want a clean 502", resp.StatusCode, b)
+	}
+}
+
+// TestStreamedTruncation: without buffering, a response php-fpm cuts short
+// after the status went out aborts the client connection: the client sees
+// an error, never a clean end.
+func TestStreamedTruncation(t *testing.T) {
+	ts := newFakeServer(t, Options{}, func(req *fcgitest.Request, w io.Writer) error {
+		io.WriteString(w, "Content-Type: text/plain\r\n\r\nfirst part, ")
+		return errors.New("die before FCGI_END_REQUEST")
+	})
+	resp, err := http.Get(ts.URL + "/index.php")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Fatalf("truncated response read as complete: %d %q", resp.StatusCode, b)
+	}
+}
+
+// TestBufferedStreamsEvents: text/event-stream is never buffered, even with
+// BufferResponses on.
+func TestBufferedStreamsEvents(t *testing.T) {
+	gate := make(chan struct{})
+	ts := newFakeServer(t, Options{BufferResponses: true}, func(req *fcgitest.Request, w io.Writer) error {
+		io.WriteString(w, "Content-Type: text/event-stream\r\n\r\ndata: one\n\n")
+		select {
+		case <-gate:
+		case <-time.After(5 * time.Second):
+			io.WriteString(w, "data: gate never opened\n\n")
+			return nil
+		}
+		_, err := io.WriteString(w, "data: two\n\n")
+		return err
+	})
+	resp, err := http.Get(ts.URL + "/index.php")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "data: one\n" {
+		t.Fatalf("first event: %q, %v", line, err)
+	}
+	close(gate)
+	if rest, _ := io.ReadAll(br); string(rest) != "\ndata: two\n\n" {
+		t.Fatalf("rest = %q", rest)
+	}
+}
