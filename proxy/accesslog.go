@@ -45,18 +45,21 @@ func (w *recorder) Flush() {
 // Unwrap lets http.ResponseController reach the server's writer.
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// logAccess writes the request's access log line.
+// logAccess writes the request's access log line and tells the observer.
 func (h *Handler) logAccess(w *recorder, r *http.Request, x *exchange) {
+	status := w.status
+	if status == 0 {
+		status = http.StatusOK // nothing written: net/http sends 200
+	}
+	if h.opts.Observer != nil {
+		h.opts.Observer.ObserveRequest(x.route.kind.String(), status, time.Since(x.start), x.upstream)
+	}
 	if h.access == nil {
 		return
 	}
 	ce := h.access.Check(zap.InfoLevel, "request")
 	if ce == nil {
 		return
-	}
-	status := w.status
-	if status == 0 {
-		status = http.StatusOK // nothing written: net/http sends 200
 	}
 	ce.Write(
 		zap.String("remote_addr", r.RemoteAddr),

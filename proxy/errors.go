@@ -20,6 +20,9 @@ type httpError struct {
 	msg    string      // short, for the log
 	err    error       // the cause, for the log; may be nil
 	header http.Header // sent with the error response; may be nil
+	// upstream is the kind of a failed exchange with php-fpm, for metrics:
+	// connect, timeout, truncated, overloaded, busy or protocol.
+	upstream string
 }
 
 func (e *httpError) Error() string {
@@ -46,13 +49,15 @@ func upstreamError(err error, clientGone bool) *httpError {
 	case clientGone || errors.Is(err, context.Canceled):
 		return &httpError{status: StatusClientClosed, msg: "client closed request", err: err}
 	case errors.Is(err, fcgi.ErrConnect):
-		return &httpError{status: http.StatusBadGateway, msg: "cannot connect to php-fpm", err: err}
+		return &httpError{status: http.StatusBadGateway, msg: "cannot connect to php-fpm", err: err, upstream: "connect"}
 	case errors.Is(err, fcgi.ErrTimeout):
-		return &httpError{status: http.StatusGatewayTimeout, msg: "php-fpm timed out", err: err}
+		return &httpError{status: http.StatusGatewayTimeout, msg: "php-fpm timed out", err: err, upstream: "timeout"}
 	case errors.Is(err, fcgi.ErrOverloaded):
-		return &httpError{status: http.StatusServiceUnavailable, msg: "php-fpm overloaded", err: err}
+		return &httpError{status: http.StatusServiceUnavailable, msg: "php-fpm overloaded", err: err, upstream: "overloaded"}
+	case errors.Is(err, fcgi.ErrTruncated):
+		return &httpError{status: http.StatusBadGateway, msg: "php-fpm response truncated", err: err, upstream: "truncated"}
 	}
-	return &httpError{status: http.StatusBadGateway, msg: "bad response from php-fpm", err: err}
+	return &httpError{status: http.StatusBadGateway, msg: "bad response from php-fpm", err: err, upstream: "protocol"}
 }
 
 // statusText is the body of an error response: the status line's text.

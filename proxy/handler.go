@@ -76,6 +76,21 @@ type Options struct {
 	Logger *zap.Logger
 	// AccessLog receives one line per request. Nil means none.
 	AccessLog *zap.Logger
+	// Observer is told of every request, for metrics. Nil means none.
+	Observer Observer
+}
+
+// Observer is told of every request once it is done, and of every failed
+// exchange with php-fpm. Its methods must be safe for concurrent use and
+// cheap: they run on the request path.
+type Observer interface {
+	// ObserveRequest: route is "static", "php", "index", "front",
+	// "redirect" or "none" (refused before routing); upstream is zero when
+	// php-fpm was not involved.
+	ObserveRequest(route string, status int, total, upstream time.Duration)
+	// ObserveUpstreamError: kind is "connect", "timeout", "truncated",
+	// "overloaded", "busy" or "protocol".
+	ObserveUpstreamError(kind string)
 }
 
 // Handler serves HTTP requests from the pinned release. Create it with New.
@@ -188,6 +203,9 @@ func (h *Handler) fail(w *recorder, r *http.Request, x *exchange, err error) {
 			zap.String("release", x.rel.Root),
 			zap.String("request_id", x.id),
 		)
+	}
+	if he.upstream != "" && h.opts.Observer != nil {
+		h.opts.Observer.ObserveUpstreamError(he.upstream)
 	}
 	if he.status == StatusClientClosed {
 		w.status = StatusClientClosed
