@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"time"
 )
 
 // spool holds bytes in memory up to a bound, then in an unlinked temp file.
@@ -84,22 +85,53 @@ func (h *Handler) spoolBody(w http.ResponseWriter, r *http.Request) (*spool, err
 	limit := h.opts.MaxBodySize
 	if limit > 0 && r.ContentLength > limit {
 		return nil, &httpError{status: http.StatusRequestEntityTooLarge, msg: "request body too large",
-			err: fmt.Errorf("content-length %d over %d", r.ContentLength, limit)}
+			err: fmt.Errorf("content-length %d over %d", r.ContentLength, limit), header: closeConn}
 	}
 	body := io.Reader(r.Body)
 	if limit > 0 {
 		body = http.MaxBytesReader(w, r.Body, limit)
 	}
+	dr := &deadlineReader{r: body, rc: http.NewResponseController(w), timeout: h.opts.BodyTimeout}
 	s := &spool{limit: h.opts.BodyMemory, dir: h.opts.TempDir}
 	if r.ContentLength > 0 && r.ContentLength <= s.limit {
 		s.buf.Grow(int(r.ContentLength))
 	}
-	if _, err := io.Copy(s, body); err != nil {
+	_, err := io.Copy(s, dr)
+	dr.clear()
+	if err != nil {
 		s.Close()
 		return nil, bodyError(r, err)
 	}
 	return s, nil
 }
+
+// deadlineReader moves the connection's read deadline before every read, so
+// that a client may take as long as it likes in all but not BodyTimeout
+// between two reads.
+type deadlineReader struct {
+	r       io.Reader
+	rc      *http.ResponseController
+	timeout time.Duration
+	set     bool // the server supports deadlines (not so in some tests)
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if err := d.rc.SetReadDeadline(time.Now().Add(d.timeout)); err == nil {
+		d.set = true
+	}
+	return d.r.Read(p)
+}
+
+// clear lifts the deadline once the body is read.
+func (d *deadlineReader) clear() {
+	if d.set {
+		d.rc.SetReadDeadline(time.Time{})
+	}
+}
+
+// closeConn ends the connection after an error response about the body:
+// what is left of the body is not read (nginx does the same).
+var closeConn = http.Header{"Connection": {"close"}}
 
 // bodyError classifies an error reading the client's body into a spool.
 func bodyError(r *http.Request, err error) *httpError {
@@ -109,11 +141,13 @@ func bodyError(r *http.Request, err error) *httpError {
 	)
 	switch {
 	case errors.As(err, &disk):
-		return &httpError{status: http.StatusInternalServerError, msg: "cannot buffer request body", err: err}
+		return &httpError{status: http.StatusInternalServerError, msg: "cannot buffer request body", err: err, header: closeConn}
 	case errors.As(err, &tooLarge):
-		return &httpError{status: http.StatusRequestEntityTooLarge, msg: "request body too large", err: err}
+		return &httpError{status: http.StatusRequestEntityTooLarge, msg: "request body too large", err: err, header: closeConn}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return &httpError{status: http.StatusRequestTimeout, msg: "request body timed out", err: err, header: closeConn}
 	case r.Context().Err() != nil:
 		return &httpError{status: StatusClientClosed, msg: "client closed request", err: err}
 	}
-	return &httpError{status: http.StatusBadRequest, msg: "cannot read request body", err: err}
+	return &httpError{status: http.StatusBadRequest, msg: "cannot read request body", err: err, header: closeConn}
 }

@@ -52,6 +52,13 @@ type Options struct {
 	// php-fpm is involved. Zero means 1 MiB (nginx's client_max_body_size);
 	// negative means no limit.
 	MaxBodySize int64
+	// BodyTimeout bounds the wait between two reads of a request body
+	// (nginx's client_body_timeout); a client that stalls longer gets 408.
+	// Zero means 60s.
+	BodyTimeout time.Duration
+	// MaxURILength bounds the request target; a longer one gets 414, like
+	// nginx's large_client_header_buffers. Zero means 8 KiB.
+	MaxURILength int
 	// BodyMemory is how much of a request body is buffered in memory; the
 	// rest goes to a temp file. Zero means 64 KiB.
 	BodyMemory int64
@@ -118,6 +125,12 @@ func New(releases Releases, upstream Upstream, opts Options) *Handler {
 	if opts.MaxBodySize == 0 {
 		opts.MaxBodySize = 1 << 20
 	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = 60 * time.Second
+	}
+	if opts.MaxURILength <= 0 {
+		opts.MaxURILength = 8 << 10
+	}
 	if opts.BodyMemory <= 0 {
 		opts.BodyMemory = 64 << 10
 	}
@@ -160,6 +173,9 @@ type exchange struct {
 }
 
 func (h *Handler) serve(w *recorder, r *http.Request, x *exchange) error {
+	if len(r.RequestURI) > h.opts.MaxURILength {
+		return &httpError{status: http.StatusRequestURITooLong, msg: "request target too long"}
+	}
 	p, err := resolve.CleanPath(r.URL.Path)
 	if err != nil {
 		return &httpError{status: http.StatusBadRequest, msg: "bad path", err: err}

@@ -1,0 +1,102 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"realroot/internal/fcgitest"
+	"realroot/proxy/fcgi"
+)
+
+// rawRequest sends req on a new connection and returns the status line and
+// whether php-fpm (the recording responder) was asked.
+func rawRequest(t *testing.T, addr, req string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "no response: " + err.Error()
+	}
+	return strings.TrimSpace(line)
+}
+
+// TestHostileRequests: malicious requests get a clear status and never reach
+// php-fpm with anything they should not.
+func TestHostileRequests(t *testing.T) {
+	dir := newDeploy(t, map[string]string{
+		"index.php":        "<?php",
+		"uploads/evil.jpg": "<?php system('id');",
+	}, "A")
+	fpm := fcgitest.Start(t, func(req *fcgitest.Request, w io.Writer) error {
+		_, err := io.WriteString(w, "Content-Type: text/plain\r\n\r\nok")
+		return err
+	})
+	h := New(newReleases(t, filepath.Join(dir, "current")),
+		&fcgi.Client{Network: "unix", Address: fpm.Socket},
+		Options{FrontController: "/index.php", MaxBodySize: 1 << 10, BodyTimeout: 200 * time.Millisecond})
+	ts := httptest.NewUnstartedServer(h)
+	ts.Config.MaxHeaderBytes = 16 << 10
+	ts.Start()
+	defer ts.Close()
+	addr := ts.Listener.Addr().String()
+
+	tests := []struct {
+		name string
+		req  string
+		want string // status line prefix
+		fpm  bool   // whether php-fpm may be asked
+	}{
+		{"nul byte", "GET /index.php%00.jpg HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400", false},
+		{"dot-dot", "GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200", true}, // clamped to /etc/passwd in the release: front controller
+		{"encoded dot-dot", "GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200", true},
+		{"encoded slash", "GET /uploads%2fevil.jpg/x.php HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 404", false},
+		{"upload as script", "GET /uploads/evil.jpg/x.php HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 404", false},
+		{"long uri", "GET /" + strings.Repeat("a", 9000) + " HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 414", false},
+		{"huge header", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 40000) + "\r\n\r\n", "HTTP/1.1 431", false},
+		{"many headers", "GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-A: b\r\n", 3000) + "\r\n", "HTTP/1.1 431", false},
+		{"body over the limit", "POST /index.php HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", "HTTP/1.1 413", false},
+		{"chunked body over the limit", "POST /index.php HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			strings.Repeat("100\r\n"+strings.Repeat("z", 256)+"\r\n", 5) + "0\r\n\r\n", "HTTP/1.1 413", false},
+		// RFC 9112 6.3: Transfer-Encoding wins; php-fpm gets the exact
+		// spooled length, so nothing can be smuggled to it.
+		{"te and cl", "POST /index.php HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "HTTP/1.1 200", true},
+		{"two content lengths", "POST /index.php HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", "HTTP/1.1 400", false},
+		{"invalid method", "G(T / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400", false},
+		{"http/1.0 without host", "GET /index.php HTTP/1.0\r\n\r\n", "HTTP/1.0 200", true},
+		{"slow body", "POST /index.php HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab", "HTTP/1.1 408", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(fpm.Requests())
+			got := rawRequest(t, addr, tt.req)
+			if !strings.HasPrefix(got, tt.want) {
+				t.Errorf("got %q; want %s", got, tt.want)
+			}
+			if asked := len(fpm.Requests()) > before; asked && !tt.fpm {
+				t.Errorf("php-fpm was asked: %v", fpm.Last().Params["SCRIPT_FILENAME"])
+			}
+		})
+	}
+
+	// Whatever was asked of php-fpm named a PHP script inside the release.
+	root := mustEval(t, filepath.Join(dir, "releases/A"))
+	for _, r := range fpm.Requests() {
+		if sf := r.Params["SCRIPT_FILENAME"]; sf != root+"/index.php" {
+			t.Errorf("SCRIPT_FILENAME %q; want %s/index.php", sf, root)
+		}
+	}
+}
