@@ -4,7 +4,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"realroot/resolve"
 )
 
 func TestRoute(t *testing.T) {
@@ -150,6 +153,53 @@ func FuzzSplitScript(f *testing.F) {
 		}
 		if pathInfo != "" && pathInfo[0] != '/' {
 			t.Fatalf("splitScript(%q): path info %q does not start with /", p, pathInfo)
+		}
+	})
+}
+
+// FuzzRoute checks routing's invariants on any path: it never panics, only
+// a file with a PHP extension is ever sent to php-fpm, the script and its
+// path info spell the path, and a static file is always inside the release.
+func FuzzRoute(f *testing.F) {
+	for _, s := range []string{"/", "/index.php", "/a.php/b", "/sub/", "/sub", "/x.jpg/y.php",
+		"/../etc/passwd", "/.env", "/.well-known/a", "/img/a.png", "/A.PHP", "/%00", "//a//b/../c"} {
+		f.Add(s)
+	}
+	dir := newDeploy(f, map[string]string{
+		"index.php": "<?php", "a.php": "<?php", "sub/index.html": "x", "img/a.png": "x",
+		"x.jpg": "x", ".well-known/a": "x", ".env": "x", "A.PHP": "<?php",
+	}, "A")
+	rel := newReleases(f, filepath.Join(dir, "current")).Current()
+	h := New(nil, nil, Options{FrontController: "/index.php"})
+	f.Fuzz(func(t *testing.T, raw string) {
+		p, err := resolve.CleanPath("/" + raw)
+		if err != nil {
+			return
+		}
+		rt, err := h.route(rel, p)
+		if err != nil {
+			return
+		}
+		switch rt.kind {
+		case kindPHP:
+			if rt.name+rt.pathInfo != p {
+				t.Fatalf("route(%q): script %q + path info %q is not the path", p, rt.name, rt.pathInfo)
+			}
+			fallthrough
+		case kindIndex, kindFront:
+			if !hasScriptExt(rt.name, h.opts.PHPExtensions) {
+				t.Fatalf("route(%q) sends %q to php-fpm", p, rt.name)
+			}
+		case kindStatic:
+			if hasScriptExt(rt.name, h.opts.PHPExtensions) {
+				t.Fatalf("route(%q) serves script %q as a file", p, rt.name)
+			}
+		}
+		if rt.kind != kindRedirect && hiddenPath(rt.name) {
+			t.Fatalf("route(%q) reaches hidden %q", p, rt.name)
+		}
+		if full := rel.Path(rt.name); rt.kind != kindRedirect && !strings.HasPrefix(full, rel.Root+"/") {
+			t.Fatalf("route(%q) leaves the release: %q", p, full)
 		}
 	})
 }
