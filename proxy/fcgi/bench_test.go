@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,26 +16,78 @@ import (
 
 var benchPage = strings.Repeat("<p>hello</p>\n", 1000) // 13 KB
 
-// BenchmarkDo measures whole exchanges (dial, params, header block, body)
-// on a unix socket: against net/http/fcgi, and against a lean fake that
-// answers with pre-encoded records, whose figures are mostly the client's.
+// conns are the two ways a Client connects: kept connections (the default)
+// and one connection per request. Compare with benchstat -col /conn.
+var conns = []struct {
+	name             string
+	disableKeepAlive bool
+}{
+	{"conn=pooled", false},
+	{"conn=dial", true},
+}
+
+// newClient returns a Client for srv's address.
+func newClient(b *testing.B, srv *Client, disableKeepAlive bool) *Client {
+	return closeAtCleanup(b, &Client{Network: srv.Network, Address: srv.Address, DisableKeepAlive: disableKeepAlive})
+}
+
+// BenchmarkDo measures whole exchanges (params, header block, body, and the
+// dial when there is one) on a unix socket: against net/http/fcgi, and
+// against a lean fake that answers with pre-encoded records, whose figures
+// are mostly the client's. A POST always gets a new connection (see
+// Client.Do), so its two figures differ little.
 func BenchmarkDo(b *testing.B) {
 	std := startStdlib(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=UTF-8")
-		io.Copy(io.Discard, r.Body)
+		if r.Method == "POST" {
+			io.Copy(io.Discard, r.Body)
+		}
 		io.WriteString(w, benchPage)
 	}))
 	lean := startLean(b, "Content-type: text/html; charset=UTF-8\r\n\r\n"+benchPage)
 	form := bytes.Repeat([]byte("k=v&"), 1024)
 	post := func() io.ReadCloser { return io.NopCloser(bytes.NewReader(form)) }
-	b.Run("stdlib/GET", func(b *testing.B) { benchDo(b, std, nil) })
-	b.Run("stdlib/POST4K", func(b *testing.B) { benchDo(b, std, post) })
-	b.Run("lean/GET", func(b *testing.B) { benchDo(b, lean, nil) })
-	b.Run("lean/POST4K", func(b *testing.B) { benchDo(b, lean, post) })
+	for _, srv := range []struct {
+		name string
+		c    *Client
+	}{{"stdlib", std}, {"lean", lean}} {
+		for _, conn := range conns {
+			c := newClient(b, srv.c, conn.disableKeepAlive)
+			b.Run(srv.name+"/GET/"+conn.name, func(b *testing.B) { benchDo(b, c, nil) })
+			b.Run(srv.name+"/POST4K/"+conn.name, func(b *testing.B) { benchDo(b, c, post) })
+		}
+	}
+}
+
+// BenchmarkDoParallel runs GETs from 4 goroutines per CPU against the lean
+// fake, with the default 8 connections at most.
+func BenchmarkDoParallel(b *testing.B) {
+	lean := startLean(b, "Content-type: text/html; charset=UTF-8\r\n\r\n"+benchPage)
+	for _, conn := range conns {
+		c := newClient(b, lean, conn.disableKeepAlive)
+		b.Run("lean/GET/"+conn.name, func(b *testing.B) {
+			params := typicalParams()
+			b.ReportAllocs()
+			b.SetParallelism(4)
+			b.RunParallel(func(pb *testing.PB) {
+				buf := make([]byte, 32<<10)
+				for pb.Next() {
+					if err := doRead(c, &gofast.Request{Params: params}, buf); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }
 
 func benchDo(b *testing.B, c *Client, stdin func() io.ReadCloser) {
 	params := typicalParams()
+	if stdin != nil {
+		params["REQUEST_METHOD"] = "POST"
+		params["CONTENT_LENGTH"] = strconv.Itoa(4 << 10)
+	}
 	buf := make([]byte, 32<<10)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -42,29 +95,38 @@ func benchDo(b *testing.B, c *Client, stdin func() io.ReadCloser) {
 		if stdin != nil {
 			req.Stdin = stdin()
 		}
-		resp, err := c.Do(context.Background(), req)
-		if err != nil {
+		if err := doRead(c, req, buf); err != nil {
 			b.Fatal(err)
-		}
-		n := 0
-		for {
-			m, err := resp.Body.Read(buf)
-			n += m
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-		resp.Body.Close()
-		if n != len(benchPage) {
-			b.Fatalf("got %d bytes; want %d", n, len(benchPage))
 		}
 	}
 }
 
-// startLean serves stdout, pre-encoded, to each request.
+// doRead runs req and reads benchPage back.
+func doRead(c *Client, req *gofast.Request, buf []byte) error {
+	resp, err := c.Do(context.Background(), req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	n := 0
+	for {
+		m, err := resp.Body.Read(buf)
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if n != len(benchPage) {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+
+// startLean serves stdout, pre-encoded, to each request, and keeps the
+// connection open when asked to.
 func startLean(b *testing.B, stdout string) *Client {
 	ln, path := listenUnix(b)
 	resp := appendEnd(appendStream(nil, typeStdout, stdout, 8192), 0, statusRequestComplete)
@@ -81,8 +143,14 @@ func startLean(b *testing.B, stdout string) *Client {
 				defer conn.Close()
 				buf := bufs.Get().(*[64 << 10]byte)
 				defer bufs.Put(buf)
-				if readUntil(conn, buf[:], end) {
-					conn.Write(resp)
+				for {
+					keep, ok := readUntil(conn, buf[:], end)
+					if !ok {
+						return
+					}
+					if _, err := conn.Write(resp); err != nil || !keep {
+						return
+					}
 				}
 			})
 		}
@@ -94,16 +162,20 @@ func startLean(b *testing.B, stdout string) *Client {
 	return &Client{Network: "unix", Address: path}
 }
 
-// readUntil reads until a read ends with suffix (good enough for a client
-// that writes whole records).
-func readUntil(conn net.Conn, buf, suffix []byte) bool {
-	for {
+// readUntil reads one request: until a read ends with suffix (good enough
+// for a client that writes whole records, then waits for the answer). keep
+// is the FCGI_KEEP_CONN flag of its FCGI_BEGIN_REQUEST, in its first read.
+func readUntil(conn net.Conn, buf, suffix []byte) (keep, ok bool) {
+	for first := true; ; first = false {
 		n, err := conn.Read(buf)
 		if err != nil {
-			return false
+			return false, false
+		}
+		if first && n > 10 {
+			keep = buf[10]&flagKeepConn != 0
 		}
 		if bytes.HasSuffix(buf[:n], suffix) {
-			return true
+			return keep, true
 		}
 	}
 }

@@ -3,6 +3,11 @@
 // with its Params map and Stdin); the exchange itself is ours: dial with a
 // timeout, stream the request body, stream the response as it arrives, honour
 // FCGI_END_REQUEST, detect truncation, and bound stderr.
+//
+// A Client keeps its connections open between requests (FCGI_KEEP_CONN) in a
+// bounded pool. php-fpm gives each accepted connection a worker for as long
+// as it stays open, idle or not; the pool is bounded so that kept
+// connections cannot hold every worker while new ones queue inside php-fpm.
 package fcgi
 
 import (
@@ -32,10 +37,23 @@ var (
 	// ErrProtocol: a malformed record, an unexpected record type, or a
 	// response header block that is invalid or larger than MaxHeaderBytes.
 	ErrProtocol = errors.New("fastcgi: protocol error")
+	// ErrBusy: all MaxConns connections stayed busy for QueueTimeout, or
+	// MaxQueue requests were waiting already. Nothing was sent: answer 503
+	// with Retry-After.
+	ErrBusy = errors.New("fastcgi: all connections busy")
+	// ErrClosed: Do was called after Close (or was waiting when Close was).
+	ErrClosed = errors.New("fastcgi: client closed")
 )
 
 // Client sends requests to one FastCGI application. Its zero value is not
-// usable: set Network and Address. A Client is safe for concurrent use.
+// usable: set Network and Address. A Client is safe for concurrent use and
+// must not be copied after first use; Close it when done.
+//
+// Connections are kept open between requests, at most MaxConns of them, and
+// reused most recently used first, by GET and HEAD requests without a body
+// (see Do). A request that finds all of them busy waits its turn (FIFO) for
+// up to QueueTimeout, behind at most MaxQueue others; past that Do fails with
+// ErrBusy.
 type Client struct {
 	// Network is "unix" or "tcp".
 	Network string
@@ -54,6 +72,30 @@ type Client struct {
 	// MaxStderrBytes bounds the stderr kept per request; the rest is counted
 	// and dropped. Zero means 64 KiB.
 	MaxStderrBytes int
+
+	// MaxConns bounds the connections open at once, busy and idle. Zero
+	// means 8. Set it to php-fpm's pm.max_children or below: then every
+	// connection maps to a worker and no request queues inside php-fpm.
+	// Above it, the connections php-fpm accepted but has no worker for
+	// wait until a kept one closes (after IdleTimeout, once load pauses),
+	// which under steady load can be ReadTimeout.
+	MaxConns int
+	// IdleTimeout is how long an idle connection is kept; it is closed
+	// after it. Zero means 5s. Keep it below php-fpm's
+	// request_terminate_timeout, which also counts the time a worker waits
+	// for the next request on a kept connection and kills it past that.
+	IdleTimeout time.Duration
+	// QueueTimeout bounds the wait for a connection when MaxConns are
+	// busy. Zero means 10s.
+	QueueTimeout time.Duration
+	// MaxQueue bounds the requests waiting for a connection; more are
+	// refused at once with ErrBusy. Zero means 1024.
+	MaxQueue int
+	// DisableKeepAlive opens one connection per request, like nginx
+	// without fastcgi_keep_conn. MaxConns still bounds them.
+	DisableKeepAlive bool
+
+	pool pool
 }
 
 // Response is php-fpm's answer: the parsed CGI header block and a body that
@@ -68,6 +110,8 @@ type Response struct {
 	// FCGI_END_REQUEST with FCGI_REQUEST_COMPLETE, an error wrapping
 	// ErrTruncated when the connection ends before it, ErrTimeout when
 	// ReadTimeout passes. Close releases the connection; it must be called.
+	// The connection goes back to the pool when the response was read to
+	// io.EOF (and the request body sent); Close before that closes it.
 	Body io.ReadCloser
 
 	x *exchange // nil in a Response built by hand
@@ -78,11 +122,37 @@ type Response struct {
 // aborts the exchange at any point, also while Body is being read. An error
 // from reading req.Stdin is returned as is (wrapped), so that callers can
 // recognise e.g. *http.MaxBytesError. Do closes req.Stdin, also on error.
+//
+// When MaxConns connections are busy, Do waits for one (see Client); it
+// fails with an error wrapping ErrBusy past QueueTimeout or MaxQueue.
+//
+// Kept connections and retries. php-fpm may close a kept connection while
+// it is idle (pm.max_requests recycles the worker, a reload,
+// request_terminate_timeout), and the close may land just after the check
+// done when taking it: at pm.max_requests, php-fpm sends FCGI_END_REQUEST,
+// then half-closes the connection and discards whatever arrives on it. A
+// request sent on it in between is lost, with no byte of response. Hence:
+//   - Only a request that can be sent again goes on a kept connection: a GET
+//     or HEAD (REQUEST_METHOD) without a body. Any other request gets a new
+//     connection, so that it is never lost this way nor sent twice.
+//   - Such a request is retried once, on a new connection, when on a kept
+//     one either writing its first records (FCGI_BEGIN_REQUEST and
+//     FCGI_PARAMS) failed with an error other than a timeout (php-fpm runs a
+//     request only once it has all its params, and the failed write did not
+//     deliver them), or the connection ended (EOF, reset) before any byte of
+//     the response (php-fpm dropped it unread, or died running it: either
+//     way safe to repeat for a request meant to have no side effects, as
+//     net/http's Transport does).
+//
+// Nothing else is retried: a failure on a new connection, a timeout, a
+// response cut after its first byte.
 func (c *Client) Do(ctx context.Context, req *gofast.Request) (*Response, error) {
+	var flags byte
+	if !c.DisableKeepAlive {
+		flags = flagKeepConn
+	}
 	bufp := getBuf()
-	// Flags 0: php-fpm closes the connection after the request. A pool
-	// would send flagKeepConn and take the connection back at END_REQUEST.
-	b := appendBeginRequest((*bufp)[:0], requestID, roleResponder, 0)
+	b := appendBeginRequest((*bufp)[:0], requestID, roleResponder, flags)
 	b, err := appendParams(b, requestID, req.Params)
 	if err != nil {
 		putBuf(bufp)
@@ -94,31 +164,104 @@ func (c *Client) Do(ctx context.Context, req *gofast.Request) (*Response, error)
 	}
 	*bufp = b
 
-	conn, err := c.dial(ctx)
+	pc, err := c.pool.get(ctx, c, !replayable(req))
 	if err != nil {
 		putBuf(bufp)
 		closeStdin(req)
 		return nil, err
 	}
-	x := newExchange(ctx, conn, c)
-	if err := x.write(b); err != nil {
+	resp, retry, err := c.attempt(ctx, pc, req, bufp)
+	if !retry {
+		return resp, err
+	}
+	c.pool.retries.Add(1)
+	pc, err = c.dialConn(ctx) // in the failed connection's slot
+	if err != nil {
+		c.pool.drop()
+		putBuf(bufp)
+		closeStdin(req)
+		return nil, err
+	}
+	resp, _, err = c.attempt(ctx, pc, req, bufp)
+	return resp, err
+}
+
+// attempt runs one exchange of req on pc. retry reports a failure that
+// proves php-fpm did not run req (see Do): then pc's connection is closed but
+// its slot is kept, and bufp and req.Stdin are still the caller's. Otherwise
+// attempt owns them.
+func (c *Client) attempt(ctx context.Context, pc *pconn, req *gofast.Request, bufp *[]byte) (resp *Response, retry bool, err error) {
+	mayRetry := pc.reused && replayable(req)
+	x := newExchange(ctx, pc, c)
+	if err := x.write(*bufp); err != nil {
+		if mayRetry && ctx.Err() == nil && !isTimeout(err) {
+			x.pc = nil // keep the slot
+			x.fail()
+			return nil, true, err
+		}
 		putBuf(bufp)
 		closeStdin(req)
 		x.fail()
-		return nil, x.requestWriteErr(err)
+		return nil, false, x.requestWriteErr(err)
 	}
 	if req.Stdin != nil {
+		x.hasStdin = true
+		x.bodyMax = contentLength(req.Params)
 		x.stdin.Add(1)
 		go x.sendStdin(req.Stdin, bufp)
-	} else {
+	}
+	resp, err = x.readResponse(c.maxHeaderBytes())
+	if err != nil {
+		if mayRetry && x.dr.n == 0 && errors.Is(err, ErrTruncated) {
+			x.pc = nil
+			x.fail()
+			return nil, true, err
+		}
+		x.fail()
+	}
+	if req.Stdin == nil {
 		putBuf(bufp)
 	}
-	resp, err := x.readResponse(c.maxHeaderBytes())
-	if err != nil {
-		x.fail()
-		return nil, err
+	return resp, false, err
+}
+
+// replayable reports whether req can be sent again: a GET or HEAD without a
+// body.
+func replayable(req *gofast.Request) bool {
+	if req.Stdin != nil {
+		return false
 	}
-	return resp, nil
+	m := req.Params["REQUEST_METHOD"]
+	return m == "GET" || m == "HEAD"
+}
+
+// contentLength parses the CONTENT_LENGTH param; missing or invalid is 0.
+func contentLength(params map[string]string) int64 {
+	s := params["CONTENT_LENGTH"]
+	if len(s) == 0 || len(s) > 18 {
+		return 0
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0
+		}
+		n = n*10 + int64(s[i]-'0')
+	}
+	return n
+}
+
+// Close closes the idle connections and makes later calls to Do fail with
+// ErrClosed, as well as those waiting for a connection. Exchanges in
+// progress finish; their connections are closed then.
+func (c *Client) Close() error {
+	c.pool.close()
+	return nil
+}
+
+// Stats returns a snapshot of the connection pool.
+func (c *Client) Stats() PoolStats {
+	return c.pool.stats()
 }
 
 func (c *Client) dial(ctx context.Context) (net.Conn, error) {
@@ -167,6 +310,10 @@ func (c *Client) readTimeout() time.Duration  { return orDefault(c.ReadTimeout, 
 func (c *Client) writeTimeout() time.Duration { return orDefault(c.WriteTimeout, 60*time.Second) }
 func (c *Client) maxHeaderBytes() int         { return orDefault(c.MaxHeaderBytes, 1<<20) }
 func (c *Client) maxStderrBytes() int         { return orDefault(c.MaxStderrBytes, 64<<10) }
+func (c *Client) maxConns() int               { return orDefault(c.MaxConns, 8) }
+func (c *Client) idleTimeout() time.Duration  { return orDefault(c.IdleTimeout, 5*time.Second) }
+func (c *Client) queueTimeout() time.Duration { return orDefault(c.QueueTimeout, 10*time.Second) }
+func (c *Client) maxQueue() int               { return orDefault(c.MaxQueue, 1024) }
 
 func orDefault[T int | time.Duration](v, def T) T {
 	if v <= 0 {

@@ -368,20 +368,33 @@ func TestPadding(t *testing.T) {
 }
 
 func TestBeginRequest(t *testing.T) {
-	got := make(chan fakeRequest, 1)
-	c := startFake(t, func(c *fakeConn) {
-		req, err := c.readRequest()
-		if err != nil {
-			return
-		}
-		got <- req
-		c.Write(appendEnd(appendStream(nil, typeStdout, "\r\n", 10), 0, statusRequestComplete))
-	})
-	if _, _, err := fetch(t, c, &gofast.Request{Params: map[string]string{"A": "b"}}); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name             string
+		disableKeepAlive bool
+		wantFlags        byte
+	}{
+		{"keep-alive", false, flagKeepConn},
+		{"disabled", true, 0},
 	}
-	req := <-got
-	if req.role != roleResponder || req.flags != 0 || !reflect.DeepEqual(req.params, map[string]string{"A": "b"}) {
-		t.Errorf("got role %d flags %d params %v; want %d, 0, map[A:b]", req.role, req.flags, req.params, roleResponder)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := make(chan fakeRequest, 1)
+			c := startFake(t, func(c *fakeConn) {
+				req, err := c.readRequest()
+				if err != nil {
+					return
+				}
+				got <- req
+				c.Write(appendEnd(appendStream(nil, typeStdout, "\r\n", 10), 0, statusRequestComplete))
+			})
+			c.DisableKeepAlive = tt.disableKeepAlive
+			if _, _, err := fetch(t, c, &gofast.Request{Params: map[string]string{"A": "b"}}); err != nil {
+				t.Fatal(err)
+			}
+			req := <-got
+			if req.role != roleResponder || req.flags != tt.wantFlags || !reflect.DeepEqual(req.params, map[string]string{"A": "b"}) {
+				t.Errorf("got role %d flags %d params %v; want %d, %d, map[A:b]", req.role, req.flags, req.params, roleResponder, tt.wantFlags)
+			}
+		})
 	}
 }

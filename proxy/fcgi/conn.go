@@ -22,29 +22,56 @@ var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, rea
 var errBodyClosed = errors.New("fastcgi: read on closed body")
 
 // deadlineReader sets the read deadline before each read from the
-// connection, so that ReadTimeout bounds the wait between two reads.
+// connection, so that ReadTimeout bounds the wait between two reads. It
+// counts the bytes read: none means php-fpm sent nothing for this request.
 type deadlineReader struct {
 	conn    net.Conn
 	timeout time.Duration
+	n       int64
 }
 
 func (r *deadlineReader) Read(p []byte) (int, error) {
 	if err := r.conn.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
 		return 0, err
 	}
-	return r.conn.Read(p)
+	n, err := r.conn.Read(p)
+	r.n += int64(n)
+	return n, err
 }
+
+// States of the stdin goroutine (exchange.stdinEnd).
+const (
+	stdinRunning = iota
+	stdinSent    // the whole body and the empty record ending it were written
+	stdinFailed
+)
 
 // exchange is one request/response on one connection. The reading side
 // (Do, then Body.Read) owns br, remain, pad and the stderr buffer; the
 // stdin goroutine owns the write side once started.
+//
+// With FCGI_KEEP_CONN the connection goes back to the pool only when the
+// exchange ended cleanly (see settle); otherwise it is closed.
 type exchange struct {
 	ctx          context.Context
 	conn         net.Conn
+	pc           *pconn // nil when the exchange must not touch the pool
+	keep         bool   // FCGI_KEEP_CONN was sent
 	dr           deadlineReader
 	br           *bufio.Reader // nil once released
 	writeTimeout time.Duration
 	maxStderr    int
+
+	// The request body: bodyMax is its CONTENT_LENGTH, the most php-fpm
+	// reads; sent is what the stdin goroutine wrote (read once stdinEnd
+	// is not stdinRunning).
+	hasStdin bool
+	bodyMax  int64
+	sent     int64
+	stdinEnd atomic.Int32
+	endOK    bool        // FCGI_END_REQUEST(FCGI_REQUEST_COMPLETE) consumed whole
+	parked   atomic.Bool // reading side ended cleanly; Close settles the connection
+	settled  bool        // the connection was put back or closed (under mu)
 
 	stopCtx   func() bool // stops the context.AfterFunc closing conn
 	closeOnce sync.Once
@@ -71,10 +98,13 @@ type exchange struct {
 	appStatus uint32
 }
 
-func newExchange(ctx context.Context, conn net.Conn, c *Client) *exchange {
+func newExchange(ctx context.Context, pc *pconn, c *Client) *exchange {
+	conn := pc.conn
 	x := &exchange{
 		ctx:          ctx,
 		conn:         conn,
+		pc:           pc,
+		keep:         !c.DisableKeepAlive,
 		dr:           deadlineReader{conn: conn, timeout: c.readTimeout()},
 		writeTimeout: c.writeTimeout(),
 		maxStderr:    c.maxStderrBytes(),
@@ -86,8 +116,17 @@ func newExchange(ctx context.Context, conn net.Conn, c *Client) *exchange {
 }
 
 // closeConn closes the connection once; blocked reads and writes return.
+// After detach it does nothing.
 func (x *exchange) closeConn() {
 	x.closeOnce.Do(func() { x.conn.Close() })
+}
+
+// detach makes later closeConn calls no-ops, so that the connection can
+// outlive the exchange; false means it was closed already.
+func (x *exchange) detach() bool {
+	won := false
+	x.closeOnce.Do(func() { won = true })
+	return won
 }
 
 // write writes b with a fresh write deadline.
@@ -105,6 +144,8 @@ func (x *exchange) sendStdin(stdin io.ReadCloser, bufp *[]byte) {
 	defer x.stdin.Done()
 	defer putBuf(bufp)
 	defer stdin.Close()
+	end := int32(stdinFailed)
+	defer func() { x.stdinEnd.Store(end) }() // first: the conn is no longer ours
 	buf := (*bufp)[:headerLen+stdinChunk]
 	for {
 		n, rerr := stdin.Read(buf[headerLen:])
@@ -114,12 +155,15 @@ func (x *exchange) sendStdin(stdin io.ReadCloser, bufp *[]byte) {
 				x.writeFailed(err)
 				return
 			}
+			x.sent += int64(n)
 		}
 		if rerr == io.EOF {
 			putHeader(buf, typeStdin, requestID, 0, 0)
 			if err := x.write(buf[:headerLen]); err != nil {
 				x.writeFailed(err)
+				return
 			}
+			end = stdinSent
 			return
 		}
 		if rerr != nil {
@@ -278,6 +322,11 @@ func (x *exchange) readEndRequest(h recordHeader) error {
 	x.smu.Lock()
 	x.appStatus = app
 	x.smu.Unlock()
+	// Consume the record: on a kept connection the next exchange starts
+	// right after it.
+	if _, err := x.br.Discard(h.contentLen + h.paddingLen); err == nil {
+		x.endOK = status == statusRequestComplete
+	}
 	switch status {
 	case statusRequestComplete:
 		return io.EOF
@@ -292,22 +341,61 @@ func (x *exchange) readEndRequest(h recordHeader) error {
 	}
 }
 
-// release ends the exchange on the reading side: it stops watching ctx,
-// closes the connection (the stdin goroutine's next write fails) and hands
-// back the buffers. It does not wait for the stdin goroutine, which may be
-// blocked reading req.Stdin; Close does. Called with mu held.
+// release ends the exchange on the reading side: it hands back the buffers
+// and settles the connection, unless that has to wait for the stdin
+// goroutine. It does not wait for that goroutine, which may be blocked
+// reading req.Stdin; Close does. Called with mu held.
 func (x *exchange) release() {
 	if x.br == nil {
 		return
 	}
-	x.stopCtx()
-	// With FCGI_KEEP_CONN, a clean END_REQUEST with stdin fully sent is
-	// where a pool would take the connection back.
-	x.closeConn()
+	clean := x.err == io.EOF && x.endOK && x.br.Buffered() == 0
 	x.br.Reset(nil)
 	readerPool.Put(x.br)
 	x.br = nil
 	x.releasePre()
+	if clean && x.keep && x.hasStdin && x.stdinEnd.Load() == stdinRunning {
+		// php-fpm answered before our last FCGI_STDIN write returned
+		// (it reads CONTENT_LENGTH bytes, not the empty record ending the
+		// stream). Close settles once the goroutine is done.
+		x.parked.Store(true)
+		return
+	}
+	x.settle(clean)
+}
+
+// settle puts the connection back in the pool when the exchange ended
+// cleanly and php-fpm is ready for the next request on it, else closes it
+// and frees its slot. Reusable means: FCGI_KEEP_CONN sent,
+// FCGI_END_REQUEST(FCGI_REQUEST_COMPLETE) read with nothing after it, the
+// request body fully written and no longer than CONTENT_LENGTH (php-fpm
+// would take the excess for the next request's records), and neither
+// Body.Close, ctx nor an abort closed the connection first. Called with mu
+// held.
+func (x *exchange) settle(clean bool) {
+	if x.settled {
+		return
+	}
+	x.settled = true
+	reuse := clean && x.keep && x.pc != nil && x.stdinClean()
+	if reuse && x.stopCtx() && x.detach() {
+		x.pc.c.pool.put(x.pc)
+		return
+	}
+	x.stopCtx()
+	x.closeConn()
+	if x.pc != nil {
+		x.pc.c.pool.drop()
+	}
+}
+
+// stdinClean reports whether the request body, if any, was sent whole and
+// php-fpm consumed all of it.
+func (x *exchange) stdinClean() bool {
+	if !x.hasStdin {
+		return true
+	}
+	return x.stdinEnd.Load() == stdinSent && x.sent <= x.bodyMax
 }
 
 func (x *exchange) releasePre() {

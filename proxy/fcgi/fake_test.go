@@ -82,7 +82,14 @@ func startFake(t testing.TB, handle func(c *fakeConn)) *Client {
 		mu.Unlock()
 		wg.Wait()
 	})
-	return &Client{Network: "unix", Address: path}
+	return closeAtCleanup(t, &Client{Network: "unix", Address: path})
+}
+
+// closeAtCleanup closes c before the server's cleanup (cleanups run last
+// first), so that no kept connection outlives the test.
+func closeAtCleanup(t testing.TB, c *Client) *Client {
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // startStdlib serves h with net/http/fcgi, a well-behaved responder.
@@ -95,7 +102,7 @@ func startStdlib(t testing.TB, h http.Handler) *Client {
 		ln.Close()
 		wg.Wait()
 	})
-	return &Client{Network: "unix", Address: path}
+	return closeAtCleanup(t, &Client{Network: "unix", Address: path})
 }
 
 type record struct {

@@ -73,7 +73,7 @@ func startPHP(t *testing.T) (*Client, string) {
 			t.Fatal(err)
 		}
 	}
-	return &Client{Network: "unix", Address: srv.Socket, ReadTimeout: 10 * time.Second}, docroot
+	return closeAtCleanup(t, &Client{Network: "unix", Address: srv.Socket, ReadTimeout: 10 * time.Second}), docroot
 }
 
 func phpParams(docroot, method, script, query string) map[string]string {

@@ -42,8 +42,8 @@ const (
 	roleResponder = 1
 
 	// flagKeepConn asks the application to keep the connection open after
-	// the request. Unused until the connection pool lands; without it
-	// php-fpm closes the connection after FCGI_END_REQUEST.
+	// the request; without it php-fpm closes the connection after
+	// FCGI_END_REQUEST. Sent unless Client.DisableKeepAlive.
 	flagKeepConn = 1
 )
 

@@ -228,11 +228,15 @@ func (x *exchange) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close implements Response.Body: it closes the connection, if still open,
-// and waits for the goroutine streaming the request body.
+// Close implements Response.Body: it closes the connection, if still open
+// and the response was not read to its end, and waits for the goroutine
+// streaming the request body. A connection whose exchange ended cleanly goes
+// back to the pool instead.
 func (x *exchange) Close() error {
 	x.closed.Store(true)
-	x.closeConn() // unblocks a Read in progress
+	if !x.parked.Load() {
+		x.closeConn() // unblocks a Read in progress
+	}
 	x.mu.Lock()
 	if x.err == nil {
 		x.err = errBodyClosed
@@ -240,6 +244,11 @@ func (x *exchange) Close() error {
 	x.release()
 	x.mu.Unlock()
 	x.stdin.Wait()
+	if x.parked.Load() {
+		x.mu.Lock()
+		x.settle(true)
+		x.mu.Unlock()
+	}
 	return nil
 }
 
