@@ -39,8 +39,9 @@ func errNotFound(msg string) *httpError {
 }
 
 // upstreamError classifies an error of the FastCGI exchange: cannot connect
-// -> 502, timeout -> 504, overloaded -> 503, body too large -> 413, client
-// gone -> 499, anything else -> 502.
+// -> 502, timeout -> 504, overloaded or every connection busy -> 503 (with
+// Retry-After), body too large -> 413, client gone -> 499, anything else ->
+// 502.
 func upstreamError(err error, clientGone bool) *httpError {
 	var tooLarge *http.MaxBytesError
 	switch {
@@ -52,6 +53,8 @@ func upstreamError(err error, clientGone bool) *httpError {
 		return &httpError{status: http.StatusBadGateway, msg: "cannot connect to php-fpm", err: err, upstream: "connect"}
 	case errors.Is(err, fcgi.ErrTimeout):
 		return &httpError{status: http.StatusGatewayTimeout, msg: "php-fpm timed out", err: err, upstream: "timeout"}
+	case errors.Is(err, fcgi.ErrBusy):
+		return &httpError{status: http.StatusServiceUnavailable, msg: "php-fpm saturated: all connections busy", err: err, upstream: "busy"}
 	case errors.Is(err, fcgi.ErrOverloaded):
 		return &httpError{status: http.StatusServiceUnavailable, msg: "php-fpm overloaded", err: err, upstream: "overloaded"}
 	case errors.Is(err, fcgi.ErrTruncated):

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/yookoala/gofast"
@@ -74,6 +75,9 @@ type Options struct {
 	// BufferMemory is how much of a buffered response stays in memory.
 	// Zero means 1 MiB.
 	BufferMemory int64
+	// CacheControl sets Cache-Control on static files: the first rule whose
+	// Match fits the URL path wins. Nil means none.
+	CacheControl []CacheRule
 	// Params are extra FastCGI params, sent last (they override).
 	Params map[string]string
 	// Deny lists URL path prefixes answered 403, like nginx's `deny all`: a
@@ -98,6 +102,24 @@ type Observer interface {
 	// ObserveUpstreamError: kind is "connect", "timeout", "truncated",
 	// "overloaded", "busy" or "protocol".
 	ObserveUpstreamError(kind string)
+}
+
+// CacheRule gives static files whose URL path matches Match the header
+// Cache-Control: Value. Match is ".ext" (an extension, any case), "/prefix"
+// (that path and everything below it) or "*" (every static file).
+type CacheRule struct {
+	Match, Value string
+}
+
+// matches reports whether the rule fits the cleaned URL path p.
+func (c CacheRule) matches(p string) bool {
+	switch {
+	case c.Match == "*":
+		return true
+	case strings.HasPrefix(c.Match, "."):
+		return len(p) > len(c.Match) && equalFoldASCII(p[len(p)-len(c.Match):], c.Match)
+	}
+	return underPrefix(p, c.Match)
 }
 
 // Handler serves HTTP requests from the pinned release. Create it with New.

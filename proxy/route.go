@@ -120,11 +120,18 @@ func (h *Handler) front(rel fileSystem) (route, error) {
 // denied reports whether p is, or is below, one of the deny prefixes.
 func (h *Handler) denied(p string) bool {
 	for _, d := range h.opts.Deny {
-		if strings.HasPrefix(p, d) && (len(p) == len(d) || p[len(d)] == '/' || d[len(d)-1] == '/') {
+		if underPrefix(p, d) {
 			return true
 		}
 	}
 	return false
+}
+
+// underPrefix reports whether the path p is prefix or below it: /data
+// covers /data and /data/x, not /database.
+func underPrefix(p, prefix string) bool {
+	return strings.HasPrefix(p, prefix) &&
+		(len(p) == len(prefix) || p[len(prefix)] == '/' || prefix[len(prefix)-1] == '/')
 }
 
 // hiddenPath reports whether an element of p starts with ".", except below

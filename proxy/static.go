@@ -74,6 +74,12 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 		return errNotFound("not a regular file")
 	}
 	hd.Set("ETag", etag(fi.ModTime().Unix(), fi.Size()))
+	for _, c := range h.opts.CacheControl {
+		if c.matches(name) {
+			hd.Set("Cache-Control", c.Value)
+			break
+		}
+	}
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	return nil
 }

@@ -156,3 +156,24 @@ func unescape(p string) (string, error) {
 	}
 	return r.URL.Path, nil
 }
+
+func TestCacheControl(t *testing.T) {
+	dir := newDeploy(t, map[string]string{"app.CSS": "x", "img/a.png": "x", "img/b.txt": "x", "other.txt": "x"}, "A")
+	h := New(newReleases(t, filepath.Join(dir, "current")), nil, Options{CacheControl: []CacheRule{
+		{Match: ".css", Value: "public, max-age=31536000, immutable"},
+		{Match: "/img", Value: "public, max-age=3600"},
+		{Match: "*", Value: "no-cache"},
+	}})
+	for give, want := range map[string]string{
+		"/app.CSS":   "public, max-age=31536000, immutable",
+		"/img/a.png": "public, max-age=3600",
+		"/img/b.txt": "public, max-age=3600",
+		"/other.txt": "no-cache",
+	} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", "http://example.test"+give, nil))
+		if got := w.Header().Get("Cache-Control"); w.Code != 200 || got != want {
+			t.Errorf("GET %s: %d Cache-Control %q; want 200 %q", give, w.Code, got, want)
+		}
+	}
+}

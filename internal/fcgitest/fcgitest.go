@@ -35,8 +35,9 @@ type Server struct {
 	handler Handler
 	wg      sync.WaitGroup
 
-	mu   sync.Mutex
-	reqs []*Request
+	mu    sync.Mutex
+	reqs  []*Request
+	conns map[net.Conn]bool
 }
 
 // Start starts a Server answering with h; t.Cleanup stops it.
@@ -46,7 +47,7 @@ func Start(t testing.TB, h Handler) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Socket: filepath.Join(dir, "s.sock"), handler: h}
+	s := &Server{Socket: filepath.Join(dir, "s.sock"), handler: h, conns: map[net.Conn]bool{}}
 	s.ln, err = net.Listen("unix", s.Socket)
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +56,11 @@ func Start(t testing.TB, h Handler) *Server {
 	go s.accept()
 	t.Cleanup(func() {
 		s.ln.Close()
+		s.mu.Lock()
+		for c := range s.conns { // kept-alive connections a client may still hold
+			c.Close()
+		}
+		s.mu.Unlock()
 		s.wg.Wait()
 		os.RemoveAll(dir)
 	})
@@ -85,10 +91,18 @@ func (s *Server) accept() {
 		if err != nil {
 			return
 		}
+		s.mu.Lock()
+		s.conns[c] = true
+		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer c.Close()
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+				c.Close()
+			}()
 			s.serve(c)
 		}()
 	}
