@@ -21,6 +21,16 @@
 // ErrOutside. Caveat: another release (/srv/app/releases/A) is inside the
 // deploy directory too, so a link from release B into release A is followed.
 // Release.Stat does not apply the rule; only Open hands out content.
+//
+// # Deploys
+//
+// Switch points a link at a release atomically (a temporary symlink renamed
+// over the link); ListReleases and ReleaseList.Prunable/Remove list and
+// delete the releases beside the link's target. While Run watches, a new
+// release can be prepared (warmed up) before it becomes current
+// (Options.Prepare), is checked in the background for problems it would
+// cause in production (Options.Checks), and a hook runs once it has
+// drained (Options.OnDrain).
 package resolve
 
 import (
@@ -38,6 +48,10 @@ type Release struct {
 	// Root is the realpath of the configured root in this release, with no
 	// symlink left in it, e.g. /srv/app/releases/20261121120000/public.
 	Root string
+	// Dir is the realpath of the release directory: the target of the
+	// root's deepest symlink, e.g. /srv/app/releases/20261121120000. It is
+	// Root itself, or one of its parents; Root when the root has no symlink.
+	Dir string
 	// Gen numbers the releases of one Releases, from 1.
 	Gen uint64
 	// Since is when this release became current.
@@ -47,9 +61,9 @@ type Release struct {
 	// the configured root (the deploy directory, e.g. /srv/app). Symlinks
 	// inside a release are followed only while they stay below Root or base.
 	base string
-	// dir is the Stat of Root when resolved: a directory replaced in place at
-	// the same path is a new release.
-	dir os.FileInfo
+	// rootInfo is the Stat of Root when resolved: a directory replaced in
+	// place at the same path is a new release.
+	rootInfo os.FileInfo
 
 	// state holds the in-flight count in its low bits and supersededBit.
 	state     atomic.Int64
@@ -70,6 +84,7 @@ const (
 // Info is a snapshot of one release, for status pages and deploy tools.
 type Info struct {
 	Root      string    `json:"root"`
+	Dir       string    `json:"dir"`
 	Gen       uint64    `json:"gen"`
 	Since     time.Time `json:"since"`
 	Until     time.Time `json:"until,omitzero"`      // zero while current
@@ -82,16 +97,20 @@ type Snapshot struct {
 	Current  Info   `json:"current"`
 	Draining []Info `json:"draining"` // superseded, requests still in flight
 	Drained  []Info `json:"drained"`  // recently drained, newest first
+	// DownSince is when the root stopped resolving to a directory (Current
+	// is then the last good release); zero while it resolves.
+	DownSince time.Time `json:"down_since,omitzero"`
 }
 
 // newRelease returns the release of res, current from since.
 func newRelease(res *resolution, gen uint64, since time.Time, onDrain func(*Release)) *Release {
 	return &Release{
 		Root:     res.real,
+		Dir:      res.top,
 		Gen:      gen,
 		Since:    since,
 		base:     res.base,
-		dir:      res.dir,
+		rootInfo: res.dir,
 		drainedC: make(chan struct{}),
 		onDrain:  onDrain,
 	}
@@ -148,6 +167,7 @@ func (r *Release) markDrained() {
 func (r *Release) info() Info {
 	return Info{
 		Root:      r.Root,
+		Dir:       r.Dir,
 		Gen:       r.Gen,
 		Since:     r.Since,
 		Until:     unixTime(r.until.Load()),

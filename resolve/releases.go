@@ -1,7 +1,9 @@
 package resolve
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,6 +30,24 @@ type Options struct {
 	// Logger receives release switches, drains and resolve warnings.
 	// Nil means zap.NewNop().
 	Logger *zap.Logger
+
+	// Checks configure the checks Run makes, in the background, on the
+	// release it starts with and on every new one. The zero value checks
+	// for files with a future mtime only.
+	Checks CheckOptions
+	// Prepare, if not nil, is called by Refresh with a new release before
+	// it becomes current, e.g. to warm it up: Pin keeps returning the
+	// current release until Prepare returns. ctx is Run's (Background for
+	// a direct Refresh); Prepare bounds its own time. Nil means none.
+	Prepare func(ctx context.Context, next *Release) error
+	// KeepOnPrepareError keeps the current release when Prepare fails; the
+	// new one is tried again at the next change of the root. False means
+	// the switch happens anyway, with a warning.
+	KeepOnPrepareError bool
+	// OnDrain, if not nil, is called once for each superseded release
+	// when its last request is done, after the "release drained" log. It
+	// runs on that request's goroutine (or Refresh's): it must not block.
+	OnDrain func(Info)
 }
 
 // Releases tracks the current release of a root and every release that still
@@ -39,41 +59,52 @@ type Releases struct {
 	keep  int
 	log   *zap.Logger
 
-	cur  atomic.Pointer[Release]
-	down atomic.Bool // the last Refresh found no directory at root
+	checkOpts   CheckOptions
+	phpUser     *fileUser // nil: the readability check is off
+	prepare     func(context.Context, *Release) error
+	keepOnError bool
+	onDrain     func(Info)
+	checkq      checkQueue
+
+	cur    atomic.Pointer[Release]
+	down   atomic.Bool  // the last Refresh found no directory at root
+	downAt atomic.Int64 // unix nanoseconds when it stopped resolving; 0 while it resolves
 
 	// noWatch makes Run poll only, as on a filesystem without events (tests).
 	noWatch bool
 
-	mu        sync.Mutex // serializes Refresh; guards the fields below
-	res       *resolution
-	downSince time.Time
+	mu  sync.Mutex // serializes Refresh; guards res
+	res *resolution
 
 	listMu   sync.Mutex // guards draining and drained; taken after mu
 	draining []*Release // oldest first
 	drained  []*Release // newest first, at most keep
 
-	checks, switches, failures, watchHits, pollHits atomic.Uint64
+	checks, switches, failures, watchHits, pollHits, prepareFails atomic.Uint64
 }
 
 // Stats counts what a Releases has seen since New, for metrics.
 type Stats struct {
 	// Switches is how many times the current release changed.
-	Switches uint64
+	Switches uint64 `json:"switches"`
 	// ResolveFailures is how many times the root stopped resolving to a
 	// directory: one per outage, however many checks it lasted.
-	ResolveFailures uint64
+	ResolveFailures uint64 `json:"resolve_failures"`
 	// WatchDetections and PollDetections count the switches made by a
 	// Refresh that a filesystem event (or an event queue overflow), or the
 	// readlink poll, triggered. Switches found by the retry while the root
 	// did not resolve, or by a direct Refresh, count only in Switches. Poll
 	// detections on a filesystem with events mean events were missed.
-	WatchDetections uint64
-	PollDetections  uint64
+	WatchDetections uint64 `json:"watch_detections"`
+	PollDetections  uint64 `json:"poll_detections"`
+	// PrepareFailures is how many times Options.Prepare failed for a new
+	// release.
+	PrepareFailures uint64 `json:"prepare_failures"`
 }
 
 // New resolves opts.Root once. It fails, naming the path and what is wrong,
-// when the root does not resolve to a directory.
+// when the root does not resolve to a directory, or when Checks.PHPUser is
+// not a known user.
 func New(opts Options) (*Releases, error) {
 	if opts.Root == "" {
 		return nil, errors.New("resolve: root is empty")
@@ -88,6 +119,16 @@ func New(opts Options) (*Releases, error) {
 		retry: opts.RetryInterval,
 		keep:  opts.KeepDrained,
 		log:   opts.Logger,
+
+		checkOpts:   opts.Checks.withDefaults(),
+		prepare:     opts.Prepare,
+		keepOnError: opts.KeepOnPrepareError,
+		onDrain:     opts.OnDrain,
+	}
+	if u := opts.Checks.PHPUser; u != "" && !opts.Checks.Off {
+		if rs.phpUser, err = lookupUser(u); err != nil {
+			return nil, fmt.Errorf("resolve: php user: %w", err)
+		}
 	}
 	if rs.retry <= 0 {
 		rs.retry = 50 * time.Millisecond
@@ -126,7 +167,15 @@ func (rs *Releases) Pin() *Release {
 
 // Refresh re-resolves the root now and switches if it changed. It reports
 // whether a switch happened. Run calls it; tests and admin tools may too.
+//
+// A new release is first handed to Options.Prepare, if set, while requests
+// keep going to the current one. When Prepare fails and KeepOnPrepareError
+// is set, Refresh returns false and an error wrapping Prepare's.
 func (rs *Releases) Refresh() (bool, error) {
+	return rs.refresh(context.Background())
+}
+
+func (rs *Releases) refresh(ctx context.Context) (bool, error) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 
@@ -137,7 +186,7 @@ func (rs *Releases) Refresh() (bool, error) {
 	if err != nil {
 		if !rs.down.Load() {
 			rs.down.Store(true)
-			rs.downSince = now
+			rs.downAt.Store(now.UnixNano())
 			rs.failures.Add(1)
 			rs.log.Warn("root does not resolve; serving last good release",
 				zap.String("root", rs.root),
@@ -151,14 +200,23 @@ func (rs *Releases) Refresh() (bool, error) {
 		rs.log.Info("root resolves again",
 			zap.String("root", rs.root),
 			zap.String("release", res.real),
-			zap.Duration("downtime", now.Sub(rs.downSince)))
+			zap.Duration("downtime", now.Sub(rs.DownSince())))
+		rs.downAt.Store(0)
 	}
 	rs.res = res // links and watch set may change without a switch
-	if res.real == cur.Root && os.SameFile(res.dir, cur.dir) {
+	if res.real == cur.Root && os.SameFile(res.dir, cur.rootInfo) {
 		return false, nil
 	}
 
 	next := newRelease(res, cur.Gen+1, now, rs.released)
+	rs.checkq.push(next, rs.checkOpts.Off)
+	if rs.prepare != nil {
+		if err := rs.prepareRelease(ctx, next, cur); err != nil {
+			return false, err
+		}
+		now = time.Now()
+		next.Since = now // Prepare has returned; the checks do not read Since
+	}
 	rs.cur.Store(next)
 	rs.listMu.Lock()
 	rs.draining = append(rs.draining, cur)
@@ -170,6 +228,35 @@ func (rs *Releases) Refresh() (bool, error) {
 		zap.String("prev_release", cur.Root),
 		zap.Uint64("gen", next.Gen))
 	return true, nil
+}
+
+// prepareRelease runs Options.Prepare on next, logs how it went, and returns
+// an error when next must not become current.
+func (rs *Releases) prepareRelease(ctx context.Context, next, cur *Release) error {
+	start := time.Now()
+	err := rs.prepare(ctx, next)
+	if err == nil {
+		rs.log.Info("release prepared",
+			zap.String("release", next.Root),
+			zap.Uint64("gen", next.Gen),
+			zap.Duration("duration", time.Since(start)))
+		return nil
+	}
+	rs.prepareFails.Add(1)
+	if rs.keepOnError {
+		rs.log.Warn("release prepare failed; keeping current release",
+			zap.String("release", next.Root),
+			zap.String("current_release", cur.Root),
+			zap.Duration("duration", time.Since(start)),
+			zap.Error(err))
+		return fmt.Errorf("prepare %s: %w", next.Root, err)
+	}
+	rs.log.Warn("release prepare failed; switching anyway",
+		zap.String("release", next.Root),
+		zap.String("prev_release", cur.Root),
+		zap.Duration("duration", time.Since(start)),
+		zap.Error(err))
+	return nil
 }
 
 // released moves a drained release from the draining list to the recently
@@ -192,6 +279,9 @@ func (rs *Releases) released(r *Release) {
 		zap.Uint64("gen", r.Gen),
 		zap.Duration("served", until.Sub(r.Since)),
 		zap.Duration("drain", at.Sub(until)))
+	if rs.onDrain != nil {
+		rs.onDrain(r.info())
+	}
 }
 
 // Snapshot returns the current, draining and recently drained releases.
@@ -199,9 +289,10 @@ func (rs *Releases) Snapshot() Snapshot {
 	rs.listMu.Lock()
 	defer rs.listMu.Unlock()
 	s := Snapshot{
-		Current:  rs.cur.Load().info(),
-		Draining: make([]Info, 0, len(rs.draining)),
-		Drained:  make([]Info, 0, len(rs.drained)),
+		Current:   rs.cur.Load().info(),
+		Draining:  make([]Info, 0, len(rs.draining)),
+		Drained:   make([]Info, 0, len(rs.drained)),
+		DownSince: rs.DownSince(),
 	}
 	for _, r := range rs.draining {
 		s.Draining = append(s.Draining, r.info())
@@ -212,6 +303,13 @@ func (rs *Releases) Snapshot() Snapshot {
 	return s
 }
 
+// DownSince returns when the root stopped resolving to a directory (the
+// current release is then the last good one), or the zero time while it
+// resolves.
+func (rs *Releases) DownSince() time.Time {
+	return unixTime(rs.downAt.Load())
+}
+
 // Stats returns the counters since New.
 func (rs *Releases) Stats() Stats {
 	return Stats{
@@ -219,6 +317,7 @@ func (rs *Releases) Stats() Stats {
 		ResolveFailures: rs.failures.Load(),
 		WatchDetections: rs.watchHits.Load(),
 		PollDetections:  rs.pollHits.Load(),
+		PrepareFailures: rs.prepareFails.Load(),
 	}
 }
 

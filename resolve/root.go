@@ -27,6 +27,7 @@ type resolution struct {
 	real  string      // realpath of the root, a directory
 	dir   os.FileInfo // Stat of real
 	base  string      // deploy directory: realpath of the last link's directory
+	top   string      // release directory: realpath of the last link's target
 	links []link      // in the order met
 	// watch maps each directory to watch to the names in it whose events
 	// matter: the directory of every link, with every component walked in it.
@@ -100,13 +101,15 @@ func resolveRoot(root string) (*resolution, error) {
 
 	res.watch = map[string][]string{}
 	if len(res.links) == 0 {
-		res.base = dir
+		res.base, res.top = dir, dir
 		if dir != "/" {
 			res.watch[filepath.Dir(dir)] = []string{filepath.Base(dir)}
 		}
 		return res, nil
 	}
-	res.base = filepath.Dir(res.links[len(res.links)-1].path)
+	last := res.links[len(res.links)-1]
+	res.base = filepath.Dir(last.path)
+	res.top = releaseDir(last, dir)
 	for _, l := range res.links {
 		d := filepath.Dir(l.path)
 		res.watch[d] = names[d]
@@ -124,4 +127,19 @@ func resolveError(root, at string, err error) error {
 		return fmt.Errorf("resolve %s: %w", root, err)
 	}
 	return fmt.Errorf("resolve %s: %s: %w", root, at, err)
+}
+
+// releaseDir returns the realpath of the target of l, the deepest link met
+// while resolving to real; real is below it. Should the link have changed
+// since (the target no longer holds real), it returns real.
+func releaseDir(l link, real string) string {
+	t := l.target
+	if !filepath.IsAbs(t) {
+		t = filepath.Join(filepath.Dir(l.path), t)
+	}
+	top, err := filepath.EvalSymlinks(t)
+	if err != nil || !below(real, top) {
+		return real
+	}
+	return top
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -37,8 +38,22 @@ func (rs *Releases) Run(ctx context.Context) error {
 			w = nil
 		}
 	}
-	l := &watchLoop{rs: rs, w: w, added: map[string]bool{}}
+	l := &watchLoop{rs: rs, w: w, added: map[string]bool{}, ctx: ctx}
 	defer l.close()
+
+	// The release checks run beside the loop: a walk of a large release
+	// never delays a switch, let alone a request.
+	rs.checkq.push(rs.Current(), rs.checkOpts.Off)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rs.runChecks(cctx)
+	}()
+
 	l.run(ctx)
 	return nil
 }
@@ -55,6 +70,7 @@ const (
 
 // watchLoop is the state of one Run. Only Run's goroutine touches it.
 type watchLoop struct {
+	ctx   context.Context // Run's: it bounds Options.Prepare
 	rs    *Releases
 	w     *fsnotify.Watcher // nil when polling only
 	added map[string]bool   // directories watched now
@@ -129,7 +145,7 @@ func (l *watchLoop) refresh(src source) {
 	rs := l.rs
 	for range 4 {
 		wasDown := rs.down.Load()
-		switched, _ := rs.Refresh() // Refresh logs the outage once
+		switched, _ := rs.refresh(l.ctx) // refresh logs the outage once
 		if switched {
 			switch src {
 			case fromWatch:

@@ -1,0 +1,132 @@
+package resolve
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// A ReleaseDir is one release in a releases directory.
+type ReleaseDir struct {
+	Name    string    `json:"name"`    // e.g. 20261121120000
+	Path    string    `json:"path"`    // its realpath
+	ModTime time.Time `json:"mtime"`   // the directory's
+	Current bool      `json:"current"` // the link points at it
+}
+
+// A ReleaseList is the releases directory of a link: the directory that
+// holds the link's target (/srv/app/releases for current -> releases/B).
+type ReleaseList struct {
+	Link     string       // the link, absolute
+	Dir      string       // the releases directory, a realpath
+	Releases []ReleaseDir // oldest first
+}
+
+// ErrCurrent: the link points at the release.
+var ErrCurrent = errors.New("release is current")
+
+// ListReleases lists the directories beside link's target, oldest first:
+// by number when every name is one (timestamps like 20261121120000,
+// Deployer's 1, 2, 3), else by mtime. Names starting with "." and entries
+// that are not directories are left out.
+//
+// It refuses a link whose target lies in the link's own directory or above
+// it (current -> ../v2): that directory holds more than releases.
+func ListReleases(link string) (*ReleaseList, error) {
+	link, err := filepath.Abs(link)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Lstat(link)
+	if err != nil {
+		return nil, fmt.Errorf("releases of %s: %w", link, err)
+	}
+	if fi.Mode()&fs.ModeSymlink == 0 {
+		return nil, fmt.Errorf("releases of %s: it is not a symlink", link)
+	}
+	target, err := filepath.EvalSymlinks(link)
+	if err != nil {
+		return nil, fmt.Errorf("releases of %s: %w", link, err)
+	}
+	dir := filepath.Dir(target)
+	linkDir, err := filepath.EvalSymlinks(filepath.Dir(link))
+	if err != nil {
+		return nil, fmt.Errorf("releases of %s: %w", link, err)
+	}
+	if below(linkDir, dir) {
+		return nil, fmt.Errorf("releases of %s: its target %s is in %s, which also holds the link: keep releases in a directory of their own (releases/)", link, target, dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("releases of %s: %w", link, err)
+	}
+	l := &ReleaseList{Link: link, Dir: dir}
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		p := filepath.Join(dir, e.Name())
+		l.Releases = append(l.Releases, ReleaseDir{Name: e.Name(), Path: p, ModTime: fi.ModTime(), Current: p == target})
+	}
+	sortReleases(l.Releases)
+	return l, nil
+}
+
+// sortReleases sorts oldest first: by number when every name is a number,
+// else by mtime, then name.
+func sortReleases(rs []ReleaseDir) {
+	if slices.IndexFunc(rs, func(r ReleaseDir) bool { return !isNumber(r.Name) }) < 0 {
+		slices.SortFunc(rs, func(a, b ReleaseDir) int {
+			x, y := strings.TrimLeft(a.Name, "0"), strings.TrimLeft(b.Name, "0")
+			return cmp.Or(cmp.Compare(len(x), len(y)), strings.Compare(x, y), strings.Compare(a.Name, b.Name))
+		})
+		return
+	}
+	slices.SortFunc(rs, func(a, b ReleaseDir) int {
+		return cmp.Or(a.ModTime.Compare(b.ModTime), strings.Compare(a.Name, b.Name))
+	})
+}
+
+func isNumber(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
+
+// Prunable returns the releases to delete to keep the keep newest, oldest
+// first. The current release and every one for which busy reports true are
+// never among them, whatever their age.
+func (l *ReleaseList) Prunable(keep int, busy func(ReleaseDir) bool) []ReleaseDir {
+	var out []ReleaseDir
+	for _, r := range l.Releases[:max(len(l.Releases)-keep, 0)] {
+		if !r.Current && !busy(r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Remove deletes the release r of l, after checking again that the link
+// does not point at it (ErrCurrent): a switch to it may have happened since
+// the list was made.
+func (l *ReleaseList) Remove(r ReleaseDir) error {
+	if filepath.Dir(r.Path) != l.Dir || r.Name != filepath.Base(r.Path) {
+		return fmt.Errorf("remove %s: not a release in %s", r.Path, l.Dir)
+	}
+	target, err := filepath.EvalSymlinks(l.Link)
+	if err != nil {
+		return fmt.Errorf("remove %s: cannot tell what %s points at: %w", r.Path, l.Link, err)
+	}
+	if target == r.Path {
+		return fmt.Errorf("remove %s: %w", r.Path, ErrCurrent)
+	}
+	return os.RemoveAll(r.Path)
+}
