@@ -1,13 +1,18 @@
 // Package conf is realroot's configuration: one struct, its defaults,
-// loading from the environment (REALROOT_*) and flags, and Validate.
+// loading from a TOML file, the environment (REALROOT_*) and flags, and
+// Validate.
 //
-// Precedence, lowest first: defaults, environment, flags. Every flag
-// --some-name has the environment variable REALROOT_SOME_NAME; list flags
-// repeat (--deny /a --deny /b) and their variables are comma-separated.
+// Precedence, lowest first: defaults, the config file (--config FILE or
+// REALROOT_CONFIG), the environment, flags. Every setting has one name: the
+// file key some-name, the flag --some-name and the environment variable
+// REALROOT_SOME_NAME. List flags repeat (--deny /a --deny /b); in the file
+// they are arrays and in the environment comma-separated (one item per line
+// for param and cache-control, whose values may hold commas).
 package conf
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -17,64 +22,112 @@ import (
 )
 
 // Config is every setting of realroot. The comment of each field gives its
-// flag and its default.
+// key (also its flag) and its default.
 type Config struct {
-	// Listen: --listen, addresses to serve HTTP on. Default 127.0.0.1:8080.
+	// File: config, the TOML file read before the environment and the
+	// flags (flag and environment only). Default none.
+	File string
+
+	// Listen: listen, addresses to serve HTTP on. Default 127.0.0.1:8080.
 	Listen []string
-	// Root: --root, the docroot; any component may be a symlink
+	// Root: root, the docroot; any component may be a symlink
 	// (/srv/app/current/public). Required.
 	Root string
-	// FastCGI: --fastcgi, php-fpm's address, unix:/path or host:port.
-	// Default unix:/run/php/php8.2-fpm.sock (Debian's).
-	FastCGI string
-	// ServerName: --server-name, SERVER_NAME for PHP. Default: the request's
+	// FastCGI: fastcgi, php-fpm's addresses, unix:/path or host:port; with
+	// several, requests go round-robin. Default unix:/run/php/php8.2-fpm.sock
+	// (Debian's).
+	FastCGI []string
+	// PingPath: ping-path, php-fpm's ping.path, asked by realroot check.
+	// Default none: check asks for a script that does not exist.
+	PingPath string
+	// ServerName: server-name, SERVER_NAME for PHP. Default: the request's
 	// Host without port.
 	ServerName string
-	// Index: --index, files tried for a directory. Default index.php,index.html.
+	// Index: index, files tried for a directory. Default index.php,index.html.
 	Index []string
-	// FrontController: --front-controller, the script for paths naming no
+	// FrontController: front-controller, the script for paths naming no
 	// file (try_files' last argument). Default /index.php; "off" disables it.
 	FrontController string
-	// PHPExtensions: --php-ext, extensions sent to php-fpm. Default .php.
+	// PHPExtensions: php-ext, extensions sent to php-fpm. Default .php.
 	PHPExtensions []string
-	// MaxBodySize: --max-body-size, largest request body (k, m, g suffixes;
+	// MaxBodySize: max-body-size, largest request body (k, m, g suffixes;
 	// 0 = no limit). Default 1m, like nginx's client_max_body_size.
 	MaxBodySize Size
-	// Params: --param NAME=VALUE, extra FastCGI params. Default none.
+	// Params: param NAME=VALUE, extra FastCGI params. Default none.
 	Params map[string]string
-	// Deny: --deny, URL path prefixes answered 403. Default none.
+	// Deny: deny, URL path prefixes answered 403. Default none.
 	Deny []string
-	// DialTimeout: --dial-timeout, connecting to php-fpm. Default 5s.
+	// CacheControl: cache-control PATTERN=VALUE, the Cache-Control header of
+	// static files; the first matching rule wins. Default none.
+	CacheControl []CacheRule
+
+	// DialTimeout: dial-timeout, connecting to php-fpm. Default 5s.
 	DialTimeout time.Duration
-	// ReadTimeout: --read-timeout, longest wait between two reads from
+	// ReadTimeout: read-timeout, longest wait between two reads from
 	// php-fpm (nginx's fastcgi_read_timeout). Default 60s.
 	ReadTimeout time.Duration
-	// WriteTimeout: --write-timeout, longest wait between two writes to
+	// WriteTimeout: write-timeout, longest wait between two writes to
 	// php-fpm (fastcgi_send_timeout). Default 60s.
 	WriteTimeout time.Duration
-	// HeaderTimeout: --header-timeout, reading a request's headers
+	// HeaderTimeout: header-timeout, reading a request's headers
 	// (client_header_timeout). Default 60s.
 	HeaderTimeout time.Duration
-	// IdleTimeout: --idle-timeout, an idle client keep-alive connection
+	// IdleTimeout: idle-timeout, an idle client keep-alive connection
 	// (keepalive_timeout). Default 75s.
 	IdleTimeout time.Duration
-	// ShutdownTimeout: --shutdown-timeout, finishing in-flight requests on
+	// ShutdownTimeout: shutdown-timeout, finishing in-flight requests on
 	// SIGTERM. Default 30s.
 	ShutdownTimeout time.Duration
-	// PollInterval: --poll-interval, re-reading the root's symlinks for
+
+	// MaxConns: max-conns, connections to each php-fpm address at most;
+	// set it to php-fpm's pm.max_children. Default 8.
+	MaxConns int
+	// ConnIdleTimeout: conn-idle-timeout, how long an idle php-fpm
+	// connection is kept open. Default 5s.
+	ConnIdleTimeout time.Duration
+	// QueueTimeout: queue-timeout, how long a request waits for a php-fpm
+	// connection when max-conns are busy (then 503). Default 10s.
+	QueueTimeout time.Duration
+	// MaxQueue: max-queue, requests waiting for a php-fpm connection at
+	// most (more get 503 at once). Default 1024.
+	MaxQueue int
+	// KeepAlive: keepalive, reuse php-fpm connections (FCGI_KEEP_CONN).
+	// Default true.
+	KeepAlive bool
+
+	// PollInterval: poll-interval, re-reading the root's symlinks for
 	// filesystems without change events (0 = off). Default 1s.
 	PollInterval time.Duration
-	// LogLevel: --log-level, debug, info, warn or error. Default info.
+	// LogLevel: log-level, debug, info, warn or error. Default info.
 	LogLevel string
-	// AccessLog: --access-log, json or off. Default json.
+	// LogFile: log-file, where the log goes. Default stderr.
+	LogFile string
+	// AccessLog: access-log, json, combined, ltsv or off. Default json.
 	AccessLog string
+	// AccessLogFile: access-log-file, where the access log goes. Default
+	// stderr.
+	AccessLogFile string
 }
+
+// CacheRule is one cache-control rule: static files whose URL path matches
+// Match get Cache-Control: Value.
+type CacheRule struct {
+	// Match is ".ext" (an extension, any case), "/prefix" (a URL path
+	// prefix, matching itself and everything below it) or "*" (every
+	// static file).
+	Match string
+	// Value is the header's value, e.g. "public, max-age=31536000, immutable".
+	Value string
+}
+
+// String is the rule as written: MATCH=VALUE.
+func (r CacheRule) String() string { return r.Match + "=" + r.Value }
 
 // Default returns the defaults.
 func Default() Config {
 	return Config{
 		Listen:          []string{"127.0.0.1:8080"},
-		FastCGI:         "unix:/run/php/php8.2-fpm.sock",
+		FastCGI:         []string{"unix:/run/php/php8.2-fpm.sock"},
 		Index:           []string{"index.php", "index.html"},
 		FrontController: "/index.php",
 		PHPExtensions:   []string{".php"},
@@ -85,6 +138,11 @@ func Default() Config {
 		HeaderTimeout:   60 * time.Second,
 		IdleTimeout:     75 * time.Second,
 		ShutdownTimeout: 30 * time.Second,
+		MaxConns:        8,
+		ConnIdleTimeout: 5 * time.Second,
+		QueueTimeout:    10 * time.Second,
+		MaxQueue:        1024,
+		KeepAlive:       true,
 		PollInterval:    time.Second,
 		LogLevel:        "info",
 		AccessLog:       "json",
@@ -102,7 +160,8 @@ func (c *Config) Validate() error {
 		bad("listen", "at least one address is required")
 	}
 	for _, l := range c.Listen {
-		if _, _, err := net.SplitHostPort(l); err != nil {
+		_, port, err := net.SplitHostPort(l)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
 			bad("listen", "%q is not host:port", l)
 		}
 	}
@@ -111,8 +170,16 @@ func (c *Config) Validate() error {
 	} else if !filepath.IsAbs(c.Root) {
 		bad("root", "%q is not an absolute path", c.Root)
 	}
-	if _, _, err := c.FastCGIAddr(); err != nil {
-		bad("fastcgi", "%v", err)
+	if len(c.FastCGI) == 0 {
+		bad("fastcgi", "at least one address is required")
+	}
+	for _, a := range c.FastCGI {
+		if _, _, err := ParseFastCGI(a); err != nil {
+			bad("fastcgi", "%v", err)
+		}
+	}
+	if c.PingPath != "" && !strings.HasPrefix(c.PingPath, "/") {
+		bad("ping-path", "%q does not start with /", c.PingPath)
 	}
 	for _, i := range c.Index {
 		if i == "" || strings.Contains(i, "/") {
@@ -139,8 +206,17 @@ func (c *Config) Validate() error {
 		}
 	}
 	for k := range c.Params {
-		if k == "" || strings.ContainsAny(k, "= \t") {
+		if k == "" || strings.ContainsAny(k, "= \t\r\n") {
 			bad("param", "%q is not a param name", k)
+		}
+	}
+	for _, r := range c.CacheControl {
+		m := r.Match
+		if m != "*" && (len(m) < 2 || (m[0] != '.' && m[0] != '/') || (m[0] == '.' && strings.ContainsAny(m[1:], "./"))) {
+			bad("cache-control", "%q does not match .ext, /prefix or *", r.String())
+		}
+		if strings.TrimSpace(r.Value) == "" || strings.ContainsFunc(r.Value, isCtl) {
+			bad("cache-control", "%q has no header value, or one with control characters", r.String())
 		}
 	}
 	for _, t := range []struct {
@@ -154,11 +230,19 @@ func (c *Config) Validate() error {
 		{"header-timeout", c.HeaderTimeout, time.Millisecond},
 		{"idle-timeout", c.IdleTimeout, time.Millisecond},
 		{"shutdown-timeout", c.ShutdownTimeout, 0},
+		{"conn-idle-timeout", c.ConnIdleTimeout, time.Millisecond},
+		{"queue-timeout", c.QueueTimeout, time.Millisecond},
 		{"poll-interval", c.PollInterval, 0},
 	} {
 		if t.d < t.min {
 			bad(t.key, "%v is below %v", t.d, t.min)
 		}
+	}
+	if c.MaxConns < 1 {
+		bad("max-conns", "%d is below 1", c.MaxConns)
+	}
+	if c.MaxQueue < 1 {
+		bad("max-queue", "%d is below 1", c.MaxQueue)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -166,26 +250,34 @@ func (c *Config) Validate() error {
 		bad("log-level", "%q is not debug, info, warn or error", c.LogLevel)
 	}
 	switch c.AccessLog {
-	case "json", "off":
+	case "json", "combined", "ltsv", "off":
 	default:
-		bad("access-log", "%q is not json or off", c.AccessLog)
+		bad("access-log", "%q is not json, combined, ltsv or off", c.AccessLog)
+	}
+	for _, f := range []struct{ key, path string }{{"log-file", c.LogFile}, {"access-log-file", c.AccessLogFile}} {
+		if f.path != "" && !filepath.IsAbs(f.path) {
+			bad(f.key, "%q is not an absolute path (empty means stderr)", f.path)
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// FastCGIAddr splits FastCGI into a network and address for net.Dial.
-func (c *Config) FastCGIAddr() (network, address string, err error) {
-	if p, ok := strings.CutPrefix(c.FastCGI, "unix:"); ok {
+func isCtl(r rune) bool { return r < ' ' || r == 0x7f }
+
+// ParseFastCGI splits a fastcgi address, unix:/path or host:port, into a
+// network and an address for net.Dial.
+func ParseFastCGI(addr string) (network, address string, err error) {
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
 		if !filepath.IsAbs(p) {
-			return "", "", fmt.Errorf("%q is not unix:/absolute/path", c.FastCGI)
+			return "", "", fmt.Errorf("%q is not unix:/absolute/path", addr)
 		}
 		return "unix", p, nil
 	}
-	_, port, err := net.SplitHostPort(c.FastCGI)
+	_, port, err := net.SplitHostPort(addr)
 	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
-		return "", "", fmt.Errorf("%q is not unix:/path or host:port", c.FastCGI)
+		return "", "", fmt.Errorf("%q is not unix:/path or host:port", addr)
 	}
-	return "tcp", c.FastCGI, nil
+	return "tcp", addr, nil
 }
 
 // FrontControllerScript is the front controller, or "" when it is off.
@@ -194,4 +286,17 @@ func (c *Config) FrontControllerScript() string {
 		return ""
 	}
 	return c.FrontController
+}
+
+// Changed returns the names of the settings whose values differ between a
+// and b, sorted by name.
+func Changed(a, b Config) []string {
+	fa, fb := FlagSet(&a), FlagSet(&b)
+	var names []string
+	fa.VisitAll(func(f *flag.Flag) {
+		if f.Value.String() != fb.Lookup(f.Name).Value.String() {
+			names = append(names, f.Name)
+		}
+	})
+	return names
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"embed"
 	"errors"
 	"flag"
@@ -13,8 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
-	"time"
 
 	"realroot/conf"
 )
@@ -27,8 +24,8 @@ var demoSite embed.FS
 var demoReleases = []string{"20261121120000", "20261122120000"}
 
 // demo creates a two-release site behind a current symlink, starts a private
-// php-fpm for it and serves it.
-func demo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// php-fpm for it as realroot's child and serves it.
+func demo(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal) error {
 	fs := flag.NewFlagSet("realroot demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "address to serve on")
@@ -52,26 +49,27 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 		return err
 	}
 	sock := filepath.Join(*dir, "php-fpm.sock")
-	child, err := startDemoFPM(bin, *dir, sock, stderr)
+	argv, err := demoFPMCommand(bin, *dir, sock)
 	if err != nil {
 		return err
 	}
-	defer child.stop()
 
 	c := conf.Default()
 	c.Root = filepath.Join(*dir, "current", "public")
-	c.FastCGI = "unix:" + sock
+	c.FastCGI = []string{"unix:" + sock}
 	c.Listen = []string{*listen}
-	c.PollInterval = time.Second
+	c.MaxConns = 4 // the pool's pm.max_children
 	if err := c.Validate(); err != nil {
 		return &usageError{err}
 	}
-	logger, access, err := newLoggers(c, stderr)
+	logs, err := newLogs(c, stderr)
 	if err != nil {
 		return err
 	}
+	defer logs.close()
+	d := &daemon{cfg: c, logs: logs, log: logs.main, reload: func() (conf.Config, error) { return c, nil }}
 	rel := func(name string) string { return filepath.Join(*dir, "releases", name) }
-	return runServer(ctx, c, logger, access, func(addrs []net.Addr) {
+	return d.run(argv, stderr, stderr, sigs, func(addrs []net.Addr) {
 		fmt.Fprintf(stdout, `
 realroot demo: http://%s/
   site:    %s   (current -> releases/%s)
@@ -130,62 +128,21 @@ func findPHPFPM(bin string) (string, error) {
 	return "", errors.New("php-fpm not found: install it with scripts/deps.sh (or pass --php-fpm)")
 }
 
-// fpmChild is a php-fpm run in the foreground as a child process.
-type fpmChild struct {
-	cmd  *exec.Cmd
-	done chan error
-}
-
-// startDemoFPM starts php-fpm with a one-pool config in dir and waits until
-// sock accepts.
-func startDemoFPM(bin, dir, sock string, stderr io.Writer) (*fpmChild, error) {
+// demoFPMCommand writes a one-pool php-fpm config in dir listening on sock
+// and returns the command that runs php-fpm with it in the foreground.
+func demoFPMCommand(bin, dir, sock string) ([]string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[global]\nerror_log = /proc/self/fd/2\ndaemonize = no\n\n[demo]\n")
 	fmt.Fprintf(&b, "listen = %s\nlisten.mode = 0666\npm = static\npm.max_children = 4\n", sock)
 	fmt.Fprintf(&b, "catch_workers_output = yes\ndecorate_workers_output = no\n")
-	args := []string{"-F", "-y", filepath.Join(dir, "php-fpm.conf")}
+	argv := []string{bin, "-F", "-y", filepath.Join(dir, "php-fpm.conf")}
 	if os.Geteuid() == 0 {
 		b.WriteString("user = root\ngroup = root\n")
-		args = append(args, "-R") // php-fpm refuses root without it
+		argv = append(argv, "-R") // php-fpm refuses root without it
 	}
-	if err := os.WriteFile(args[2], []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(argv[3], []byte(b.String()), 0o644); err != nil {
 		return nil, err
 	}
 	os.Remove(sock)
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = stderr, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	c := &fpmChild{cmd: cmd, done: make(chan error, 1)}
-	go func() { c.done <- cmd.Wait() }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		conn, err := net.DialTimeout("unix", sock, time.Second)
-		if err == nil {
-			conn.Close()
-			return c, nil
-		}
-		select {
-		case err := <-c.done:
-			return nil, fmt.Errorf("php-fpm exited at start: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			c.stop()
-			return nil, fmt.Errorf("php-fpm did not accept on %s within 10s", sock)
-		}
-	}
-}
-
-// stop stops php-fpm gracefully (SIGQUIT), then kills it after 5s.
-func (c *fpmChild) stop() {
-	c.cmd.Process.Signal(syscall.SIGQUIT)
-	select {
-	case <-c.done:
-	case <-time.After(5 * time.Second):
-		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		<-c.done
-	}
+	return argv, nil
 }

@@ -3,13 +3,15 @@
 //
 // Usage:
 //
-//	realroot [serve] --root /srv/app/current/public --fastcgi unix:/run/php/php8.2-fpm.sock
-//	realroot demo
+//	realroot [serve] [OPTIONS] [-- PHP-FPM-COMMAND...]
+//	realroot check [OPTIONS]
 //	realroot version
+//	realroot demo
+//
+// realroot --help prints the manual.
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,40 +25,52 @@ import (
 var version = "dev"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, sigs))
 }
 
-// run is main with its world passed in; it returns the exit status.
-func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+// run is main with its world passed in; it returns the exit status. sigs
+// delivers the signals realroot handles.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer, sigs <-chan os.Signal) int {
 	cmd := "serve"
-	if len(args) > 0 && !isFlag(args[0]) {
+	switch {
+	case len(args) > 0 && args[0] == "--version":
+		cmd, args = "version", args[1:]
+	case len(args) > 0 && !isFlag(args[0]):
 		cmd, args = args[0], args[1:]
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-
 	var err error
 	switch cmd {
 	case "serve":
-		err = serve(ctx, args, getenv, stderr)
+		err = serve(args, getenv, stdout, stderr, sigs)
+	case "check":
+		err = check(args, getenv, stdout, sigs)
 	case "demo":
-		err = demo(ctx, args, getenv, stdout, stderr)
+		err = demo(args, stdout, stderr, sigs)
 	case "version":
 		fmt.Fprintln(stdout, "realroot", version)
 	case "help":
-		usage(stdout)
+		manual(stdout)
 	default:
-		fmt.Fprintf(stderr, "realroot: unknown command %q\n", cmd)
-		usage(stderr)
+		fmt.Fprintf(stderr, "realroot: unknown command %q\nRun 'realroot --help' for the manual.\n", cmd)
 		return 2
 	}
+	var code exitCode
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, flag.ErrHelp):
+		if cmd == "demo" {
+			return 0 // the demo's flag set printed its own usage
+		}
+		manual(stdout)
 		return 0
+	case errors.As(err, &code):
+		return int(code)
 	case errors.As(err, new(*usageError)):
 		fmt.Fprintln(stderr, "realroot:", err)
+		fmt.Fprintln(stderr, "Run 'realroot --help' for the manual.")
 		return 2
 	}
 	fmt.Fprintln(stderr, "realroot:", err)
@@ -70,20 +84,3 @@ func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
 func isFlag(s string) bool { return len(s) > 0 && s[0] == '-' }
-
-func usage(w io.Writer) {
-	fmt.Fprint(w, `realroot — a front server for PHP-FPM with symlink-switched releases
-
-Usage:
-  realroot [serve] --root DIR --fastcgi ADDR [flags]
-  realroot demo [--listen ADDR]
-  realroot version
-
-Every flag --some-name can also be set as REALROOT_SOME_NAME.
-Run 'realroot serve --help' for the flags.
-
-Examples:
-  realroot --root /srv/app/current/public --fastcgi unix:/run/php/php8.2-fpm.sock
-  REALROOT_ROOT=/srv/app/current REALROOT_LISTEN=:8080 realroot
-`)
-}

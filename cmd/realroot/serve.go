@@ -7,168 +7,311 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"realroot/conf"
-	"realroot/proxy"
-	"realroot/proxy/fcgi"
-	"realroot/resolve"
 )
 
-// serve runs the server until ctx is done, then shuts down gracefully.
-func serve(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	c, rest, err := conf.Load(args, getenv, stderr)
+// serve runs realroot with the configuration from args and the environment,
+// and php-fpm as its child when args end with -- and a command.
+func serve(args []string, getenv func(string) string, stdout, stderr io.Writer, sigs <-chan os.Signal) error {
+	c, argv, err := loadConfig(args, getenv)
 	if err != nil {
-		return &usageError{err}
+		return err
 	}
-	if len(rest) > 0 {
-		return &usageError{fmt.Errorf("unexpected arguments %q", rest)}
+	logs, err := newLogs(c, stderr)
+	if err != nil {
+		return err
+	}
+	defer logs.close()
+	d := &daemon{
+		cfg:  c,
+		logs: logs,
+		log:  logs.main,
+		reload: func() (conf.Config, error) {
+			c, _, err := loadConfig(args, getenv)
+			return c, err
+		},
+	}
+	return d.run(argv, stdout, stderr, sigs, nil)
+}
+
+// loadConfig loads and validates the configuration. It returns the child
+// command given after "--", if any.
+func loadConfig(args []string, getenv func(string) string) (conf.Config, []string, error) {
+	c, rest, err := conf.Load(args, getenv)
+	if err != nil {
+		return c, nil, &usageError{err}
+	}
+	if len(rest) > 0 && (len(args) == len(rest) || args[len(args)-len(rest)-1] != "--") {
+		return c, nil, &usageError{fmt.Errorf("unexpected arguments %q (put -- before a php-fpm command)", rest)}
 	}
 	if err := c.Validate(); err != nil {
-		return &usageError{err}
+		return c, nil, &usageError{err}
 	}
-	logger, access, err := newLoggers(c, stderr)
-	if err != nil {
-		return err
-	}
-	defer logger.Sync()
-	return runServer(ctx, c, logger, access, nil)
+	return c, rest, nil
 }
 
-// newLoggers returns the main logger and the access logger (nil when off).
-// The access logger never samples: every request gets its line.
-func newLoggers(c conf.Config, w io.Writer) (*zap.Logger, *zap.Logger, error) {
-	level, err := zapcore.ParseLevel(c.LogLevel)
-	if err != nil {
-		return nil, nil, &usageError{fmt.Errorf("log-level: %w", err)}
-	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	enc.TimeKey = "time"
-	ws := zapcore.Lock(zapcore.AddSync(w))
-	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), ws, level))
-	var access *zap.Logger
-	if c.AccessLog == "json" {
-		access = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), ws, zapcore.InfoLevel)).Named("access")
-	}
-	return logger, access, nil
+// daemon is one run of the server: its listeners, its generations, its
+// php-fpm child if any, and the signals that drive them.
+type daemon struct {
+	cfg    conf.Config // as started; listen and the logs' files stay so
+	logs   *logs
+	log    *zap.Logger
+	reload func() (conf.Config, error)
 }
 
-// runServer serves c until ctx is done. ready, if not nil, gets the bound
-// listener addresses once they accept.
-func runServer(ctx context.Context, c conf.Config, logger, access *zap.Logger, ready func([]net.Addr)) error {
-	rs, err := resolve.New(resolve.Options{
-		Root:         c.Root,
-		PollInterval: c.PollInterval,
-		Logger:       logger.Named("resolve"),
-	})
+// exitCode is an exit status to return without printing anything more: the
+// log already says why.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// run serves until SIGTERM or SIGINT (or php-fpm's death), then drains.
+// With argv, it starts php-fpm first and waits until it accepts. ready, if
+// not nil, gets the listeners' addresses once they accept.
+func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready func([]net.Addr)) error {
+	var r *reaper
+	if os.Getpid() == 1 {
+		r = startReaper(d.log.Named("reaper"))
+		defer r.stop()
+	}
+	var ch *child
+	var childDone <-chan struct{} // nil (never ready) without a child
+	if len(argv) > 0 {
+		var err error
+		if ch, err = startChild(argv, stdout, stderr, r, d.log.Named("php-fpm")); err != nil {
+			return err
+		}
+		childDone = ch.done
+		if err := d.waitChild(ch, sigs); err != nil {
+			return err
+		}
+	}
+
+	srv, err := newServer(d.cfg, d.logs)
 	if err != nil {
+		d.stopChild(ch)
 		return err
 	}
-	network, address, _ := c.FastCGIAddr()
-	client := &fcgi.Client{
-		Network:      network,
-		Address:      address,
-		DialTimeout:  c.DialTimeout,
-		ReadTimeout:  c.ReadTimeout,
-		WriteTimeout: c.WriteTimeout,
-	}
-	h := proxy.New(rs, client, proxy.Options{
-		Index:           c.Index,
-		FrontController: c.FrontControllerScript(),
-		PHPExtensions:   c.PHPExtensions,
-		ServerName:      c.ServerName,
-		ServerSoftware:  "realroot/" + version,
-		MaxBodySize:     maxBody(c.MaxBodySize),
-		Params:          c.Params,
-		Deny:            c.Deny,
-		Logger:          logger.Named("proxy"),
-		AccessLog:       access,
-	})
-
 	var lns []net.Listener
-	for _, addr := range c.Listen {
+	for _, addr := range d.cfg.Listen {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()
 			}
+			srv.close(context.Background())
+			d.stopChild(ch)
 			return fmt.Errorf("listen: %w", err)
 		}
 		lns = append(lns, ln)
 	}
-	errLog, _ := zap.NewStdLogAt(logger.Named("http"), zap.WarnLevel)
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: c.HeaderTimeout,
-		IdleTimeout:       c.IdleTimeout,
+	errLog, _ := zap.NewStdLogAt(d.log.Named("http"), zap.WarnLevel)
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: d.cfg.HeaderTimeout,
+		IdleTimeout:       d.cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          errLog,
 	}
-
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := rs.Run(watchCtx); err != nil {
-			logger.Error("watching the root stopped", zap.Error(err))
-		}
-	}()
-
 	serveErr := make(chan error, len(lns))
 	addrs := make([]net.Addr, len(lns))
 	for i, ln := range lns {
 		addrs[i] = ln.Addr()
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- err
 			}
 		}()
 	}
-	cur := rs.Current()
-	logger.Info("serving",
+	d.log.Info("serving",
 		zap.Strings("listen", addrStrings(addrs)),
-		zap.String("root", c.Root),
-		zap.String("release", cur.Root),
-		zap.String("fastcgi", c.FastCGI),
+		zap.String("root", d.cfg.Root),
+		zap.String("release", srv.cur.Load().root.rs.Current().Root),
+		zap.Strings("fastcgi", d.cfg.FastCGI),
+		zap.String("config", d.cfg.File),
 		zap.String("version", version))
 	if ready != nil {
 		ready(addrs)
 	}
 
-	var err2 error
-	select {
-	case <-ctx.Done():
-	case err2 = <-serveErr:
-		logger.Error("serving stopped", zap.Error(err2))
+	var result error
+loop:
+	for {
+		select {
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGTERM, syscall.SIGINT:
+				d.log.Info("signal received; draining", zap.Stringer("signal", sig))
+				break loop
+			case syscall.SIGHUP:
+				d.reloadConfig(srv)
+				if ch != nil {
+					ch.signal(syscall.SIGUSR2) // php-fpm's graceful reload
+				}
+			case syscall.SIGUSR2:
+				if ch != nil {
+					ch.signal(syscall.SIGUSR2)
+				}
+			case syscall.SIGUSR1:
+				if err := d.logs.reopen(); err != nil {
+					d.log.Error("reopening log files", zap.Error(err))
+				}
+				if ch != nil {
+					ch.signal(syscall.SIGUSR1) // php-fpm reopens its logs
+				}
+			}
+		case <-childDone:
+			d.log.Error("php-fpm exited; draining", zap.Int("status", ch.exitCode()))
+			result = exitCode(ch.exitCode())
+			break loop
+		case err := <-serveErr:
+			d.log.Error("serving stopped; draining", zap.Error(err))
+			result = err
+			break loop
+		}
 	}
-	// Stop accepting, then let in-flight requests finish, with a fresh
-	// context: ctx is already done.
-	logger.Info("shutting down", zap.Duration("timeout", c.ShutdownTimeout))
-	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		logger.Warn("shutdown timed out; closing connections", zap.Error(err))
-		srv.Close()
-	}
-	stopWatch()
-	wg.Wait()
-	logger.Info("stopped")
-	return err2
+	return d.drain(hs, srv, ch, sigs, result)
 }
 
-// maxBody maps the configuration's 0 (no limit) to proxy's negative.
-func maxBody(s conf.Size) int64 {
-	if s == 0 {
-		return -1
+// shutdownGrace bounds the wait for watchers after the server stopped.
+const shutdownGrace = 5 * time.Second
+
+// drain stops accepting, lets in-flight requests finish with a fresh
+// context (a second SIGTERM or SIGINT cuts the wait short), stops the
+// generations and then php-fpm. It returns result, or php-fpm's status when
+// that is not 0.
+func (d *daemon) drain(hs *http.Server, srv *server, ch *child, sigs <-chan os.Signal, result error) error {
+	timeout := srv.config().ShutdownTimeout
+	d.log.Info("shutting down", zap.Duration("timeout", timeout))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		for {
+			select {
+			case sig := <-sigs:
+				if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+					d.log.Warn("second signal; closing connections", zap.Stringer("signal", sig))
+					cancel()
+					return
+				}
+			case <-stopped:
+				return
+			}
+		}
+	}()
+	if err := hs.Shutdown(ctx); err != nil {
+		d.log.Warn("in-flight requests cut short; closing connections", zap.Error(err))
+		hs.Close()
 	}
-	return int64(s)
+	gctx, gcancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer gcancel()
+	if err := srv.close(gctx); err != nil {
+		d.log.Warn("stopping", zap.Error(err))
+	}
+	if ch != nil {
+		d.stopChild(ch)
+		if result == nil && ch.exitCode() != 0 {
+			result = exitCode(ch.exitCode())
+		}
+	}
+	d.log.Info("stopped")
+	return result
+}
+
+// waitChild waits until php-fpm accepts on every fastcgi address, handling
+// signals meanwhile. It returns an error when realroot must stop.
+func (d *daemon) waitChild(ch *child, sigs <-chan os.Signal) error {
+	var addrs [][2]string
+	for _, a := range d.cfg.FastCGI {
+		network, address, _ := conf.ParseFastCGI(a)
+		addrs = append(addrs, [2]string{network, address})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	readyc := make(chan error, 1)
+	go func() { readyc <- ch.waitReady(ctx, addrs) }()
+	for {
+		select {
+		case err := <-readyc:
+			if err != nil {
+				d.log.Error("php-fpm did not start", zap.Error(err))
+				d.stopChild(ch)
+				return exitCode(ch.exitCode())
+			}
+			return nil
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGTERM, syscall.SIGINT:
+				d.log.Info("signal received while php-fpm starts; stopping", zap.Stringer("signal", sig))
+				cancel()
+				<-readyc
+				d.stopChild(ch)
+				return exitCode(ch.exitCode())
+			case syscall.SIGHUP, syscall.SIGUSR2:
+				ch.signal(syscall.SIGUSR2)
+			case syscall.SIGUSR1:
+				ch.signal(syscall.SIGUSR1)
+			}
+		}
+	}
+}
+
+// stopChild stops php-fpm gracefully, if there is one.
+func (d *daemon) stopChild(ch *child) {
+	if ch == nil {
+		return
+	}
+	ch.stop(max(d.cfg.ShutdownTimeout, 5*time.Second))
+	d.log.Info("php-fpm stopped", zap.Int("status", ch.exitCode()))
+}
+
+// restartOnly are the settings a reload cannot change: the listeners, the
+// http.Server's timeouts and the log files are set up once.
+var restartOnly = []string{"listen", "header-timeout", "idle-timeout", "log-file", "access-log-file"}
+
+// reloadConfig re-reads the configuration (file, environment, the original
+// flags) and swaps it in. An invalid one is rejected: its errors are
+// logged and the running one keeps serving.
+func (d *daemon) reloadConfig(srv *server) {
+	c, err := d.reload()
+	if err != nil {
+		d.log.Error("reload rejected; the running configuration is kept",
+			zap.Strings("errors", strings.Split(err.Error(), "\n")))
+		return
+	}
+	old := srv.config()
+	changed := conf.Changed(old, c)
+	var kept []string
+	for _, name := range changed {
+		if slices.Contains(restartOnly, name) {
+			kept = append(kept, name)
+		}
+	}
+	if len(kept) > 0 {
+		d.log.Warn("changing these settings needs a restart; they keep their running values",
+			zap.Strings("settings", kept))
+		c.Listen, c.HeaderTimeout, c.IdleTimeout = old.Listen, old.HeaderTimeout, old.IdleTimeout
+		c.LogFile, c.AccessLogFile = old.LogFile, old.AccessLogFile
+	}
+	if err := srv.reload(c); err != nil {
+		d.log.Error("reload rejected; the running configuration is kept", zap.Error(err))
+		return
+	}
+	if lvl, err := zapcore.ParseLevel(c.LogLevel); err == nil {
+		d.logs.level.SetLevel(lvl)
+	}
+	d.log.Info("config reloaded", zap.Strings("changed", changed), zap.String("config", c.File))
 }
 
 func addrStrings(addrs []net.Addr) []string {

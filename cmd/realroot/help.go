@@ -1,0 +1,146 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"realroot/conf"
+)
+
+// manual writes realroot --help: a man page whose OPTIONS come from
+// conf.FlagSet, so that they cannot drift from the flags.
+func manual(w io.Writer) {
+	fmt.Fprint(w, `NAME
+    realroot - a front server for PHP-FPM that pins every request to one release
+
+SYNOPSIS
+    realroot [serve] [OPTIONS] [-- PHP-FPM-COMMAND [ARG...]]
+    realroot check [OPTIONS]
+    realroot version
+    realroot demo [--listen ADDR] [--dir DIR] [--php-fpm BIN]
+
+DESCRIPTION
+    realroot serves HTTP in front of php-fpm for a docroot reached through
+    symlinks (/srv/app/current/public, current -> releases/N). Each request
+    is pinned at arrival to the release current then: its routing, its static
+    files and its SCRIPT_FILENAME and DOCUMENT_ROOT all come from that release,
+    so a deploy's symlink switch never serves a mix of two releases. Routing
+    is the canonical nginx + php-fpm one: an existing file is served, a
+    script runs in php-fpm, a directory gets its index, anything else goes to
+    the front controller.
+
+    serve (the default) runs the server. With -- and a command, realroot is
+    a container's entrypoint: it starts php-fpm as its child, serves once
+    php-fpm accepts, forwards signals to it, reaps zombies when it is PID 1,
+    and exits with php-fpm's status if php-fpm dies.
+
+    check validates the configuration, resolves the root and runs one
+    FastCGI request on every php-fpm address (ping-path when set, else a
+    missing script: any answer, even 404, proves php-fpm answers). It prints
+    each step as "ok" or "failed: reason" and exits 1 if one failed; use it
+    as a readiness probe.
+
+    Every setting is read, lowest precedence first, from its default, the
+    config file (--config), the environment and the flags. The file is TOML
+    with keys named like the flags; unknown keys are errors. List flags
+    repeat; in the environment their items are separated by commas (by
+    newlines for param and cache-control).
+
+OPTIONS
+`)
+	def := conf.Default()
+	fs := conf.FlagSet(&def)
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		head := "    --" + f.Name
+		if name != "" {
+			head += " " + name
+		}
+		text := usage + ". Environment " + conf.EnvName(f.Name)
+		if f.DefValue != "" {
+			text += "; default " + f.DefValue
+		}
+		fmt.Fprintf(w, "%s\n%s\n", head, wrap(text+".", "        ", 78))
+	})
+	fmt.Fprint(w, `    -h, --help
+        Print this manual.
+
+SIGNALS
+    SIGTERM, SIGINT
+        Stop accepting connections, let in-flight requests finish (at most
+        shutdown-timeout), then exit 0. A second one closes the connections
+        at once. With a php-fpm child, php-fpm then gets SIGQUIT (its
+        graceful stop) and realroot exits with its status.
+    SIGHUP
+        Re-read the configuration (file, environment, the original flags)
+        and swap it in without dropping a connection or a request. An
+        invalid configuration is rejected, its errors logged, and the
+        running one kept. listen, header-timeout, idle-timeout, log-file
+        and access-log-file need a restart. A php-fpm child gets SIGUSR2
+        (its graceful reload).
+    SIGUSR1
+        Reopen log-file and access-log-file (for logrotate). A php-fpm
+        child gets SIGUSR1 (it reopens its logs).
+    SIGUSR2
+        Forwarded to a php-fpm child.
+
+EXIT STATUS
+    0 after a graceful stop, 1 on an error, 2 on a configuration error; in
+    entrypoint mode, php-fpm's status when it died (128+N for signal N).
+
+EXAMPLES
+    Serve a Capistrano or Deployer layout through Debian's php-fpm:
+        realroot --root /srv/app/current/public \
+                 --fastcgi unix:/run/php/php8.2-fpm.sock --listen 0.0.0.0:80
+
+    The same from a file, with a deny rule given on the command line:
+        realroot --config /etc/realroot.toml --deny /dokuwiki/data
+
+    Container entrypoint: start php-fpm, serve when it accepts:
+        realroot --root /app/current/public --fastcgi unix:/run/php/fpm.sock \
+                 --listen 0.0.0.0:8080 -- php-fpm8.2 -F -y /etc/php-fpm.conf
+
+    Check a configuration (e.g. as a readiness probe):
+        REALROOT_CONFIG=/etc/realroot.toml realroot check
+
+    Reload after editing the file; reopen logs after rotating them:
+        kill -HUP $(pidof realroot); kill -USR1 $(pidof realroot)
+
+    An /etc/realroot.toml:
+        listen = ["0.0.0.0:80"]
+        root = "/srv/app/current/public"
+        fastcgi = "unix:/run/php/php8.2-fpm.sock"
+        max-conns = 16            # php-fpm's pm.max_children
+        max-body-size = "32m"
+        deny = ["/dokuwiki/data", "/.git"]
+        cache-control = [".css=public, max-age=31536000, immutable"]
+        access-log = "combined"
+        access-log-file = "/var/log/realroot/access.log"
+        [param]
+        APP_ENV = "production"
+
+SEE ALSO
+    docs/configuration.md, docs/running.md, docs/migrating.md
+`)
+}
+
+// wrap breaks text into lines of at most width columns (unless a word is
+// longer), each starting with indent.
+func wrap(text, indent string, width int) string {
+	var b strings.Builder
+	line := indent
+	for _, word := range strings.Fields(text) {
+		if len(line) > len(indent) && len(line)+1+len(word) > width {
+			b.WriteString(line + "\n")
+			line = indent
+		}
+		if len(line) > len(indent) {
+			line += " "
+		}
+		line += word
+	}
+	b.WriteString(line)
+	return b.String()
+}

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/yookoala/gofast"
+	"go.uber.org/zap"
+
+	"realroot/conf"
+	"realroot/proxy"
+	"realroot/proxy/fcgi"
+	"realroot/resolve"
+)
+
+// server is the http.Handler behind every listener. It hands each request
+// to the current generation: a handler built from one configuration. A
+// reload builds a new generation and swaps it in with one atomic store;
+// requests that arrived before keep theirs until they are done, and the
+// resources only the old generation used (a root watcher, FastCGI
+// connections) are released after its last request.
+type server struct {
+	logs *logs
+	log  *zap.Logger
+	cur  atomic.Pointer[generation]
+
+	mu sync.Mutex     // serializes reloads and reference counts
+	wg sync.WaitGroup // watchers and the goroutines retiring generations
+}
+
+// generation is one configuration's handler and what it uses.
+type generation struct {
+	cfg     conf.Config
+	handler http.Handler
+	root    *rootWatch
+	up      *upstream
+
+	// state counts the requests in flight, plus retiredBit once a newer
+	// generation replaced this one. drained is closed when it is retired
+	// and none is left.
+	state   atomic.Int64
+	once    sync.Once
+	drained chan struct{}
+}
+
+const retiredBit = 1 << 62
+
+// rootWatch is a resolve.Releases and its watching goroutine, shared by
+// the generations whose root and poll interval are the same.
+type rootWatch struct {
+	rs     *resolve.Releases
+	cancel context.CancelFunc
+	refs   int // generations using it; guarded by server.mu
+}
+
+// newServer builds the first generation from c.
+func newServer(c conf.Config, logs *logs) (*server, error) {
+	s := &server{logs: logs, log: logs.main}
+	g, err := s.build(c, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.cur.Store(g)
+	return s, nil
+}
+
+// config returns the configuration being served.
+func (s *server) config() conf.Config { return s.cur.Load().cfg }
+
+// ServeHTTP serves r with the current generation.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g := s.acquire()
+	defer g.release()
+	g.handler.ServeHTTP(w, r)
+}
+
+// acquire returns the current generation with its in-flight count raised.
+func (s *server) acquire() *generation {
+	for {
+		g := s.cur.Load()
+		if g.state.Add(1)&retiredBit == 0 {
+			return g
+		}
+		// Retired between the load and the add: undo, and take the one
+		// that replaced it (stored before the bit was set). After close,
+		// there is none: serve with the last.
+		g.release()
+		if s.cur.Load() == g {
+			g.state.Add(1)
+			return g
+		}
+	}
+}
+
+func (g *generation) release() {
+	if g.state.Add(-1) == retiredBit {
+		g.once.Do(func() { close(g.drained) })
+	}
+}
+
+// reload builds a generation from c and swaps it in. On error (the new
+// root does not resolve) the current one keeps serving.
+func (s *server) reload(c conf.Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.cur.Load()
+	g, err := s.build(c, old)
+	if err != nil {
+		return err
+	}
+	s.cur.Store(g)
+	s.retire(old)
+	return nil
+}
+
+// close retires the current generation and waits, at most until ctx is
+// done, for its requests and every watcher to end. Call it after
+// http.Server.Shutdown.
+func (s *server) close(ctx context.Context) error {
+	s.mu.Lock()
+	s.retire(s.cur.Load())
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return errors.New("requests still in flight after the shutdown timeout")
+	}
+}
+
+// retire marks g replaced and, once its last request is done, releases what
+// no newer generation uses. s.mu is held.
+func (s *server) retire(g *generation) {
+	if g.state.Add(retiredBit) == retiredBit {
+		g.once.Do(func() { close(g.drained) })
+	}
+	s.wg.Go(func() {
+		<-g.drained
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.unref(g)
+	})
+}
+
+// build makes a generation from c, reusing prev's root watcher and FastCGI
+// clients when their settings are unchanged. s.mu is held (or s is new).
+func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
+	g := &generation{cfg: c, drained: make(chan struct{})}
+	if prev != nil && prev.cfg.Root == c.Root && prev.cfg.PollInterval == c.PollInterval {
+		g.root = prev.root
+	} else {
+		rs, err := resolve.New(resolve.Options{
+			Root:         c.Root,
+			PollInterval: c.PollInterval,
+			Logger:       s.log.Named("resolve"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		g.root = &rootWatch{rs: rs, cancel: cancel}
+		s.wg.Go(func() {
+			if err := rs.Run(ctx); err != nil {
+				s.log.Error("watching the root stopped", zap.String("root", c.Root), zap.Error(err))
+			}
+		})
+	}
+	if prev != nil && sameUpstream(prev.cfg, c) {
+		g.up = prev.up
+	} else {
+		g.up = newUpstream(c)
+	}
+	g.root.refs++
+	g.up.refs++
+	var cache []proxy.CacheRule
+	for _, r := range c.CacheControl {
+		cache = append(cache, proxy.CacheRule{Match: r.Match, Value: r.Value})
+	}
+	g.handler = proxy.New(g.root.rs, g.up, proxy.Options{
+		Index:           c.Index,
+		FrontController: c.FrontControllerScript(),
+		PHPExtensions:   c.PHPExtensions,
+		ServerName:      c.ServerName,
+		ServerSoftware:  "realroot/" + version,
+		MaxBodySize:     maxBody(c.MaxBodySize),
+		Params:          c.Params,
+		Deny:            c.Deny,
+		CacheControl:    cache,
+		Logger:          s.log.Named("proxy"),
+		AccessLog:       s.logs.access(c.AccessLog),
+	})
+	return g, nil
+}
+
+// unref drops g's references; what is left unused is stopped. s.mu is held.
+func (s *server) unref(g *generation) {
+	if g.root.refs--; g.root.refs == 0 {
+		g.root.cancel()
+	}
+	if g.up.refs--; g.up.refs == 0 {
+		g.up.close()
+	}
+}
+
+// upstream sends requests to one or several php-fpm addresses, round-robin.
+type upstream struct {
+	clients []*fcgi.Client
+	next    atomic.Uint32
+	refs    int // generations using it; guarded by server.mu
+}
+
+func newUpstream(c conf.Config) *upstream {
+	u := &upstream{}
+	for _, a := range c.FastCGI {
+		network, address, _ := conf.ParseFastCGI(a) // validated
+		u.clients = append(u.clients, newClient(network, address, c))
+	}
+	return u
+}
+
+// newClient is the FastCGI client of one address.
+func newClient(network, address string, c conf.Config) *fcgi.Client {
+	return &fcgi.Client{
+		Network:          network,
+		Address:          address,
+		DialTimeout:      c.DialTimeout,
+		ReadTimeout:      c.ReadTimeout,
+		WriteTimeout:     c.WriteTimeout,
+		MaxConns:         c.MaxConns,
+		IdleTimeout:      c.ConnIdleTimeout,
+		QueueTimeout:     c.QueueTimeout,
+		MaxQueue:         c.MaxQueue,
+		DisableKeepAlive: !c.KeepAlive,
+	}
+}
+
+// sameUpstream reports whether a and b configure the same FastCGI clients.
+func sameUpstream(a, b conf.Config) bool {
+	return slices.Equal(a.FastCGI, b.FastCGI) &&
+		a.DialTimeout == b.DialTimeout && a.ReadTimeout == b.ReadTimeout && a.WriteTimeout == b.WriteTimeout &&
+		a.MaxConns == b.MaxConns && a.ConnIdleTimeout == b.ConnIdleTimeout && a.QueueTimeout == b.QueueTimeout &&
+		a.MaxQueue == b.MaxQueue && a.KeepAlive == b.KeepAlive
+}
+
+// Do sends req to the next address. When it cannot connect and the request
+// has no body (nothing was consumed), the other addresses are tried.
+func (u *upstream) Do(ctx context.Context, req *gofast.Request) (*fcgi.Response, error) {
+	if len(u.clients) == 1 {
+		return u.clients[0].Do(ctx, req)
+	}
+	start := int(u.next.Add(1))
+	var err error
+	for i := range u.clients {
+		var resp *fcgi.Response
+		resp, err = u.clients[(start+i)%len(u.clients)].Do(ctx, req)
+		if err == nil || !errors.Is(err, fcgi.ErrConnect) || req.Stdin != nil {
+			return resp, err
+		}
+	}
+	return nil, err
+}
+
+// close closes the clients' idle connections; exchanges in progress finish.
+func (u *upstream) close() {
+	for _, c := range u.clients {
+		c.Close()
+	}
+}
+
+// maxBody maps the configuration's 0 (no limit) to proxy's negative.
+func maxBody(s conf.Size) int64 {
+	if s == 0 {
+		return -1
+	}
+	return int64(s)
+}
