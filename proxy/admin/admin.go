@@ -1,0 +1,246 @@
+// Package admin is realroot's admin API, an http.Handler for a separate,
+// loopback-only listener:
+//
+//	/metrics  Prometheus metrics (own registry): requests, latency, upstream
+//	          errors, the FastCGI pool, releases, Go runtime and process
+//	/status   JSON: the current release, releases in flight or drained,
+//	          php-fpm's readiness, version, uptime (see Status)
+//	/healthz  200 while the process serves
+//	/readyz   200 when Options.Ready says so, else 503; cached for a second
+//
+// It is built from plain values, so that tests need no server: the
+// releases (a *resolve.Releases), a pool stats func, a readiness func.
+// Deploy tools read /status: `realroot switch --wait` and `realroot releases`
+// use it.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"realroot/proxy/fcgi"
+	"realroot/resolve"
+)
+
+// Releases is what the admin API reads of resolve; *resolve.Releases is one.
+type Releases interface {
+	Snapshot() resolve.Snapshot
+	Stats() resolve.Stats
+}
+
+// Options configure New.
+type Options struct {
+	// Releases are the server's releases. Required.
+	Releases Releases
+	// Metrics are the request metrics the proxy observes. Nil means
+	// /metrics has the release, pool and process metrics only.
+	Metrics *Metrics
+	// PoolStats returns the FastCGI pool's counters, e.g.
+	// (*fcgi.Client).Stats. Nil means no pool metrics.
+	PoolStats func() fcgi.PoolStats
+	// Version is reported by /status and realroot_build_info.
+	Version string
+	// Start is when the server started. Zero means when New was called.
+	Start time.Time
+	// Ready reports whether the server can serve: the root resolves and
+	// php-fpm answers. Nil means always ready.
+	Ready func(ctx context.Context) error
+	// ReadyCache is how long a Ready result is reused, so that probes do
+	// not hammer php-fpm. Zero means 1s.
+	ReadyCache time.Duration
+	// ReadyTimeout bounds one Ready call. Zero means 2s.
+	ReadyTimeout time.Duration
+	// Logger receives errors gathering metrics. Nil means none.
+	Logger *zap.Logger
+}
+
+// Status is the JSON body of /status.
+type Status struct {
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+	Uptime  float64   `json:"uptime_seconds"`
+	// The current release, those draining (superseded, requests still in
+	// flight) and those recently drained, newest first.
+	resolve.Snapshot
+	// InFlight is the requests in flight on all releases.
+	InFlight int64         `json:"in_flight"`
+	Stats    resolve.Stats `json:"release_stats"`
+	PHPFPM   Readiness     `json:"php_fpm"`
+	Pool     *PoolStatus   `json:"pool,omitempty"`
+}
+
+// Readiness is the last result of Options.Ready.
+type Readiness struct {
+	Ready   bool      `json:"ready"`
+	Error   string    `json:"error,omitempty"`
+	Checked time.Time `json:"checked"`
+}
+
+// PoolStatus is fcgi.PoolStats in JSON.
+type PoolStatus struct {
+	Open        int    `json:"open"`
+	Idle        int    `json:"idle"`
+	InUse       int    `json:"in_use"`
+	Waiting     int    `json:"waiting"`
+	Dials       uint64 `json:"dials"`
+	Reuses      uint64 `json:"reuses"`
+	Retries     uint64 `json:"retries"`
+	Busy        uint64 `json:"busy"`
+	IdleClosed  uint64 `json:"idle_closed"`
+	DeadOnReuse uint64 `json:"dead_on_reuse"`
+}
+
+// Handler serves the admin API. Create it with New.
+type Handler struct {
+	opts  Options
+	mux   *http.ServeMux
+	ready probe
+}
+
+// New returns the admin API's handler.
+func New(opts Options) *Handler {
+	if opts.Start.IsZero() {
+		opts.Start = time.Now()
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	h := &Handler{opts: opts, mux: http.NewServeMux()}
+	h.ready = probe{fn: opts.Ready, ttl: opts.ReadyCache, timeout: opts.ReadyTimeout}
+	if h.ready.ttl <= 0 {
+		h.ready.ttl = time.Second
+	}
+	if h.ready.timeout <= 0 {
+		h.ready.timeout = 2 * time.Second
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		&stateCollector{releases: opts.Releases, pool: opts.PoolStats, version: opts.Version, start: opts.Start},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	if opts.Metrics != nil {
+		reg.MustRegister(opts.Metrics)
+	}
+	h.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:      promLogger{opts.Logger},
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
+	h.mux.HandleFunc("GET /status", h.status)
+	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		text(w, http.StatusOK, "ok\n")
+	})
+	h.mux.HandleFunc("GET /readyz", h.readyz)
+	h.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		text(w, http.StatusOK, "realroot admin: /metrics /status /healthz /readyz\n")
+	})
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mux.ServeHTTP(w, r)
+}
+
+// Status returns what /status serves.
+func (h *Handler) Status(ctx context.Context) Status {
+	s := Status{
+		Version:  h.opts.Version,
+		Started:  h.opts.Start,
+		Uptime:   time.Since(h.opts.Start).Seconds(),
+		Snapshot: h.opts.Releases.Snapshot(),
+		Stats:    h.opts.Releases.Stats(),
+	}
+	s.InFlight = s.Current.InFlight
+	for _, r := range s.Draining {
+		s.InFlight += r.InFlight
+	}
+	err, at := h.ready.check(ctx)
+	s.PHPFPM = Readiness{Ready: err == nil, Checked: at}
+	if err != nil {
+		s.PHPFPM.Error = err.Error()
+	}
+	if h.opts.PoolStats != nil {
+		p := h.opts.PoolStats()
+		s.Pool = &PoolStatus{
+			Open: p.Open, Idle: p.Idle, InUse: p.InUse, Waiting: p.Waiting,
+			Dials: p.Dials, Reuses: p.Reuses, Retries: p.Retries, Busy: p.Busy,
+			IdleClosed: p.IdleClosed, DeadOnReuse: p.DeadOnReuse,
+		}
+	}
+	return s
+}
+
+func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
+	b, err := json.MarshalIndent(h.Status(r.Context()), "", "  ")
+	if err != nil {
+		text(w, http.StatusInternalServerError, err.Error()+"\n")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(append(b, '\n'))
+}
+
+func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
+	if err, _ := h.ready.check(r.Context()); err != nil {
+		text(w, http.StatusServiceUnavailable, fmt.Sprintf("not ready: %v\n", err))
+		return
+	}
+	text(w, http.StatusOK, "ready\n")
+}
+
+func text(w http.ResponseWriter, status int, s string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write([]byte(s))
+}
+
+// probe caches the result of a readiness func for ttl. Callers arriving
+// while it runs wait for that one call rather than starting their own.
+type probe struct {
+	fn      func(context.Context) error
+	ttl     time.Duration
+	timeout time.Duration
+
+	mu  sync.Mutex
+	at  time.Time // of the cached result; zero: none yet
+	err error
+}
+
+// check returns the cached result, or a fresh one when it is older than
+// ttl, and when it was taken. The call is detached from ctx but for its
+// values: a client giving up must not cache "context canceled".
+func (p *probe) check(ctx context.Context) (error, time.Time) {
+	if p.fn == nil {
+		return nil, time.Now()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.at.IsZero() && time.Since(p.at) < p.ttl {
+		return p.err, p.at
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
+	defer cancel()
+	p.err = p.fn(cctx)
+	p.at = time.Now()
+	return p.err, p.at
+}
+
+// promLogger sends promhttp's errors to zap.
+type promLogger struct{ log *zap.Logger }
+
+func (l promLogger) Println(v ...any) {
+	l.log.Warn("metrics", zap.String("error", fmt.Sprint(v...)))
+}
