@@ -19,6 +19,7 @@ func TestImportBoundaries(t *testing.T) {
 		{pkg: "realroot/resolve", forbid: []string{"realroot/conf", "realroot/proxy", "realroot/cmd"}, direct: []string{"net/http"}},
 		{pkg: "realroot/proxy/fcgi", forbid: []string{"realroot/conf", "realroot/resolve", "realroot/cmd"}},
 		{pkg: "realroot/proxy", forbid: []string{"realroot/conf", "realroot/cmd", "realroot/internal"}},
+		{pkg: "realroot/proxy/admin", forbid: []string{"realroot/conf", "realroot/cmd", "realroot/internal"}},
 	}
 	for _, tt := range tests {
 		deps := goList(t, "{{join .Deps \"\\n\"}}", tt.pkg)
