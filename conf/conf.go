@@ -60,6 +60,20 @@ type Config struct {
 	// CacheControl: cache-control PATTERN=VALUE, the Cache-Control header of
 	// static files; the first matching rule wins. Default none.
 	CacheControl []CacheRule
+	// BodyTimeout: body-timeout, longest wait between two reads of a
+	// request body; a client that stalls longer gets 408 (nginx's
+	// client_body_timeout). Default 60s.
+	BodyTimeout time.Duration
+	// MaxURILength: max-uri-length, longest request target (path and
+	// query); a longer one gets 414 (nginx's large_client_header_buffers).
+	// Default 8k.
+	MaxURILength Size
+	// BufferResponses: buffer-responses, read each php-fpm response whole
+	// (in memory, then a temp file) before sending it, so that a slow
+	// client holds no php-fpm worker (nginx's fastcgi_buffering). Event
+	// streams and X-Accel-Buffering: no always stream. Default false: every
+	// response streams.
+	BufferResponses bool
 
 	// DialTimeout: dial-timeout, connecting to php-fpm. Default 5s.
 	DialTimeout time.Duration
@@ -107,6 +121,37 @@ type Config struct {
 	// AccessLogFile: access-log-file, where the access log goes. Default
 	// stderr.
 	AccessLogFile string
+
+	// Admin: admin, host:port of the admin API (/metrics, /status,
+	// /healthz, /readyz); loopback only unless AdminAllowRemote. Default
+	// none: off.
+	Admin string
+	// AdminAllowRemote: admin-allow-remote, allow an admin address that is
+	// not loopback (the admin API has no authentication). Default false.
+	AdminAllowRemote bool
+	// ReleaseChecks: release-checks, check every release in the background
+	// when it is first seen: files with a future mtime, the front
+	// controller and index, PHP files php-user cannot read. Default true.
+	ReleaseChecks bool
+	// PHPUser: php-user, php-fpm's pool user (a name or a uid), for the
+	// check of PHP files it cannot read. Default none: not checked.
+	PHPUser string
+	// Warm: warm, URL paths (with an optional query) requested from a new
+	// release through php-fpm before it gets traffic. Default none: no
+	// warm-up.
+	Warm []string
+	// WarmTimeout: warm-timeout, bound on one release's whole warm-up.
+	// Default 10s.
+	WarmTimeout time.Duration
+	// WarmFailure: warm-failure, what a failed warm-up does: keep (users
+	// stay on the previous release) or switch (anyway). Default keep.
+	WarmFailure string
+	// OnDrain: on-drain, a shell command run once per release that drained
+	// (its last request done after a switch). Default none: off.
+	OnDrain string
+	// OnDrainTimeout: on-drain-timeout, bound on one run of on-drain; then
+	// it is killed. Default 30s.
+	OnDrainTimeout time.Duration
 }
 
 // CacheRule is one cache-control rule: static files whose URL path matches
@@ -132,6 +177,8 @@ func Default() Config {
 		FrontController: "/index.php",
 		PHPExtensions:   []string{".php"},
 		MaxBodySize:     1 << 20,
+		BodyTimeout:     60 * time.Second,
+		MaxURILength:    8 << 10,
 		DialTimeout:     5 * time.Second,
 		ReadTimeout:     60 * time.Second,
 		WriteTimeout:    60 * time.Second,
@@ -146,6 +193,10 @@ func Default() Config {
 		PollInterval:    time.Second,
 		LogLevel:        "info",
 		AccessLog:       "json",
+		ReleaseChecks:   true,
+		WarmTimeout:     10 * time.Second,
+		WarmFailure:     "keep",
+		OnDrainTimeout:  30 * time.Second,
 	}
 }
 
@@ -219,11 +270,15 @@ func (c *Config) Validate() error {
 			bad("cache-control", "%q has no header value, or one with control characters", r.String())
 		}
 	}
+	if c.MaxURILength < 1 || c.MaxURILength > maxURILength {
+		bad("max-uri-length", "%s is not between 1 and 64k (the HTTP server's limit on a request's headers)", c.MaxURILength.String())
+	}
 	for _, t := range []struct {
 		key string
 		d   time.Duration
 		min time.Duration
 	}{
+		{"body-timeout", c.BodyTimeout, time.Millisecond},
 		{"dial-timeout", c.DialTimeout, time.Millisecond},
 		{"read-timeout", c.ReadTimeout, time.Millisecond},
 		{"write-timeout", c.WriteTimeout, time.Millisecond},
@@ -233,6 +288,8 @@ func (c *Config) Validate() error {
 		{"conn-idle-timeout", c.ConnIdleTimeout, time.Millisecond},
 		{"queue-timeout", c.QueueTimeout, time.Millisecond},
 		{"poll-interval", c.PollInterval, 0},
+		{"warm-timeout", c.WarmTimeout, time.Millisecond},
+		{"on-drain-timeout", c.OnDrainTimeout, time.Millisecond},
 	} {
 		if t.d < t.min {
 			bad(t.key, "%v is below %v", t.d, t.min)
@@ -259,8 +316,31 @@ func (c *Config) Validate() error {
 			bad(f.key, "%q is not an absolute path (empty means stderr)", f.path)
 		}
 	}
+	if c.Admin != "" {
+		_, port, err := net.SplitHostPort(c.Admin)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+			bad("admin", "%q is not host:port", c.Admin)
+		}
+	}
+	for _, w := range c.Warm {
+		switch {
+		case !strings.HasPrefix(w, "/"):
+			bad("warm", "%q does not start with /", w)
+		case strings.ContainsFunc(w, isCtl):
+			bad("warm", "%q has control characters", w)
+		}
+	}
+	switch c.WarmFailure {
+	case "keep", "switch":
+	default:
+		bad("warm-failure", "%q is not keep or switch", c.WarmFailure)
+	}
 	return errors.Join(errs...)
 }
+
+// maxURILength bounds max-uri-length: the request line counts in the HTTP
+// server's limit on a request's headers (cmd's http.Server.MaxHeaderBytes).
+const maxURILength = 64 << 10
 
 func isCtl(r rune) bool { return r < ' ' || r == 0x7f }
 

@@ -41,6 +41,61 @@ func TestDefaults(t *testing.T) {
 		d.ConnIdleTimeout != 5*time.Second || d.QueueTimeout != 10*time.Second {
 		t.Errorf("defaults changed: %+v", d)
 	}
+	if d.BodyTimeout != 60*time.Second || d.MaxURILength != 8<<10 || d.BufferResponses {
+		t.Errorf("request defaults changed: body-timeout %v, max-uri-length %v, buffer-responses %v; want 1m, 8k, false",
+			d.BodyTimeout, d.MaxURILength, d.BufferResponses)
+	}
+	if d.Admin != "" || d.AdminAllowRemote || !d.ReleaseChecks || d.PHPUser != "" || d.Warm != nil ||
+		d.WarmTimeout != 10*time.Second || d.WarmFailure != "keep" || d.OnDrain != "" || d.OnDrainTimeout != 30*time.Second {
+		t.Errorf("deploy defaults changed: %+v; want admin off, release-checks on, warm-timeout 10s, warm-failure keep, on-drain-timeout 30s", d)
+	}
+}
+
+// TestKeys sets each setting added with the deploy features from the file,
+// the environment and a flag, each alone over the defaults.
+func TestKeys(t *testing.T) {
+	tests := []struct {
+		key  string
+		file string // the TOML value
+		env  string
+		args []string
+		want func(c *Config)
+	}{
+		{"admin", `"127.0.0.1:9180"`, "127.0.0.1:9180", []string{"--admin", "127.0.0.1:9180"},
+			func(c *Config) { c.Admin = "127.0.0.1:9180" }},
+		{"admin-allow-remote", `true`, "true", []string{"--admin-allow-remote"}, func(c *Config) { c.AdminAllowRemote = true }},
+		{"release-checks", `false`, "false", []string{"--release-checks=false"}, func(c *Config) { c.ReleaseChecks = false }},
+		{"php-user", `"www-data"`, "www-data", []string{"--php-user", "www-data"}, func(c *Config) { c.PHPUser = "www-data" }},
+		{"warm", `["/", "/health.php?deep=1"]`, "/, /health.php?deep=1", []string{"--warm", "/", "--warm", "/health.php?deep=1"},
+			func(c *Config) { c.Warm = []string{"/", "/health.php?deep=1"} }},
+		{"warm-timeout", `"2s"`, "2s", []string{"--warm-timeout", "2s"}, func(c *Config) { c.WarmTimeout = 2 * time.Second }},
+		{"warm-failure", `"switch"`, "switch", []string{"--warm-failure", "switch"}, func(c *Config) { c.WarmFailure = "switch" }},
+		{"on-drain", `"echo drained"`, "echo drained", []string{"--on-drain", "echo drained"}, func(c *Config) { c.OnDrain = "echo drained" }},
+		{"on-drain-timeout", `"1m"`, "1m", []string{"--on-drain-timeout", "1m"}, func(c *Config) { c.OnDrainTimeout = time.Minute }},
+		{"body-timeout", `"15s"`, "15s", []string{"--body-timeout", "15s"}, func(c *Config) { c.BodyTimeout = 15 * time.Second }},
+		{"buffer-responses", `true`, "true", []string{"--buffer-responses"}, func(c *Config) { c.BufferResponses = true }},
+		{"max-uri-length", `"16k"`, "16k", []string{"--max-uri-length", "16k"}, func(c *Config) { c.MaxURILength = 16 << 10 }},
+		{"max-uri-length", `4096`, "4096", []string{"--max-uri-length=4096"}, func(c *Config) { c.MaxURILength = 4096 }},
+	}
+	for _, tt := range tests {
+		want := Default()
+		tt.want(&want)
+		check := func(source string, got Config, err error) {
+			t.Helper()
+			got.File = ""
+			if err != nil {
+				t.Errorf("%s from the %s: %v", tt.key, source, err)
+			} else if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s from the %s: changed %v; want only %s", tt.key, source, Changed(Default(), got), tt.key)
+			}
+		}
+		c, _, err := Load([]string{"--config", writeFile(t, tt.key+" = "+tt.file+"\n")}, env(nil))
+		check("file", c, err)
+		c, _, err = Load(nil, env(map[string]string{EnvName(tt.key): tt.env}))
+		check("environment", c, err)
+		c, _, err = Load(tt.args, env(nil))
+		check("flags", c, err)
+	}
 }
 
 func TestPrecedence(t *testing.T) {
@@ -204,12 +259,16 @@ func TestFileErrors(t *testing.T) {
 		},
 		{
 			name: "bad values",
-			give: "root = \"/srv\"\nread-timeout = 90\nidle-timeout = 1979-05-27\nmax-body-size = \"12q\"\nkeepalive = \"yes\"\n",
+			give: "root = \"/srv\"\nread-timeout = 90\nidle-timeout = 1979-05-27\nmax-body-size = \"12q\"\nkeepalive = \"yes\"\n" +
+				"warm-timeout = 10\nadmin-allow-remote = \"yes\"\nmax-uri-length = \"8 kB\"\n",
 			want: []string{
 				`:2: read-timeout: "90" is not a duration like 5s`,
 				`:3: idle-timeout: 1979-05-27 is a date or a time`,
 				`:4: max-body-size: "12q" is not a size`,
 				`:5: keepalive: "yes" is not true or false`,
+				`:6: warm-timeout: "10" is not a duration like 5s`,
+				`:7: admin-allow-remote: "yes" is not true or false`,
+				`:8: max-uri-length: "8 kB" is not a size`,
 			},
 		},
 		{
@@ -313,6 +372,15 @@ func TestValidate(t *testing.T) {
 		{"access-log", func(c *Config) { c.AccessLog = "xml" }, `access-log: "xml" is not json, combined, ltsv or off`},
 		{"log-file", func(c *Config) { c.LogFile = "realroot.log" }, `log-file: "realroot.log" is not an absolute path (empty means stderr)`},
 		{"access-log-file", func(c *Config) { c.AccessLogFile = "access.log" }, `access-log-file: "access.log" is not an absolute path (empty means stderr)`},
+		{"body-timeout", func(c *Config) { c.BodyTimeout = 0 }, `body-timeout: 0s is below 1ms`},
+		{"max-uri-length 0", func(c *Config) { c.MaxURILength = 0 }, `max-uri-length: 0 is not between 1 and 64k (the HTTP server's limit on a request's headers)`},
+		{"max-uri-length", func(c *Config) { c.MaxURILength = 1 << 20 }, `max-uri-length: 1m is not between 1 and 64k (the HTTP server's limit on a request's headers)`},
+		{"admin", func(c *Config) { c.Admin = "9180" }, `admin: "9180" is not host:port`},
+		{"warm", func(c *Config) { c.Warm = []string{"/", "health.php"} }, `warm: "health.php" does not start with /`},
+		{"warm control", func(c *Config) { c.Warm = []string{"/a\nb"} }, `warm: "/a\nb" has control characters`},
+		{"warm-timeout", func(c *Config) { c.WarmTimeout = 0 }, `warm-timeout: 0s is below 1ms`},
+		{"warm-failure", func(c *Config) { c.WarmFailure = "abort" }, `warm-failure: "abort" is not keep or switch`},
+		{"on-drain-timeout", func(c *Config) { c.OnDrainTimeout = -time.Second }, `on-drain-timeout: -1s is below 1ms`},
 	}
 	all := Default()
 	all.Root = "/srv/app/current/public"
@@ -332,7 +400,7 @@ func TestValidate(t *testing.T) {
 	err := all.Validate()
 	for _, tt := range tests {
 		switch tt.name {
-		case "no listen", "listen", "no root", "no fastcgi", "fastcgi", "no php-ext", "cache-control match":
+		case "no listen", "listen", "no root", "no fastcgi", "fastcgi", "no php-ext", "cache-control match", "max-uri-length 0", "warm":
 			continue // a later case sets the same field
 		}
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -345,6 +413,7 @@ func TestValidate(t *testing.T) {
 	good.FastCGI = []string{"unix:/run/php/a.sock", "10.0.0.2:9000"}
 	good.CacheControl = []CacheRule{{".css", "public"}, {"/build/", "immutable"}, {"*", "no-cache"}}
 	good.LogFile, good.AccessLogFile = "/var/log/realroot.log", "/var/log/realroot-access.log"
+	good.Admin, good.Warm, good.WarmFailure, good.MaxURILength = "127.0.0.1:0", []string{"/", "/health.php?deep=1"}, "switch", 64<<10
 	if err := good.Validate(); err != nil {
 		t.Errorf("Validate(good) = %v; want nil", err)
 	}

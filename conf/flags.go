@@ -40,6 +40,9 @@ func FlagSet(c *Config) *flag.FlagSet {
 	fs.Var(&params{p: &c.Params}, "param", "extra FastCGI param `NAME=VALUE`, sent last; repeatable")
 	fs.Var(&list{p: &c.Deny}, "deny", "URL path `PREFIX` answered 403, with everything below it; repeatable")
 	fs.Var(&cacheRules{p: &c.CacheControl}, "cache-control", "Cache-Control of static files, `PATTERN=VALUE`; PATTERN is .ext, /prefix or *; first match wins; repeatable")
+	dur(&c.BodyTimeout, "body-timeout", "longest wait between two reads of a request body, a `DURATION`; then 408 (client_body_timeout)")
+	fs.Var(&c.MaxURILength, "max-uri-length", "longest request target (path and query), a `SIZE` up to 64k; longer gets 414 (large_client_header_buffers)")
+	fs.Var((*boolean)(&c.BufferResponses), "buffer-responses", "read each php-fpm response whole before sending it, so that slow clients hold no php-fpm worker (fastcgi_buffering); event streams and X-Accel-Buffering: no always stream")
 	dur(&c.DialTimeout, "dial-timeout", "timeout connecting to php-fpm, a `DURATION`")
 	dur(&c.ReadTimeout, "read-timeout", "longest wait between two reads from php-fpm, a `DURATION` (fastcgi_read_timeout)")
 	dur(&c.WriteTimeout, "write-timeout", "longest wait between two writes to php-fpm, a `DURATION` (fastcgi_send_timeout)")
@@ -56,6 +59,15 @@ func FlagSet(c *Config) *flag.FlagSet {
 	str(&c.LogFile, "log-file", "write the log to `FILE`, reopened on SIGUSR1 (default: stderr)")
 	str(&c.AccessLog, "access-log", "access log `FORMAT`: json, combined, ltsv or off")
 	str(&c.AccessLogFile, "access-log-file", "write the access log to `FILE`, reopened on SIGUSR1 (default: stderr)")
+	str(&c.Admin, "admin", "serve the admin API (/metrics, /status, /healthz, /readyz) on `ADDR`, host:port, loopback only (default: off)")
+	fs.Var((*boolean)(&c.AdminAllowRemote), "admin-allow-remote", "allow an admin address that is not loopback; the admin API has no authentication: firewall it")
+	fs.Var((*boolean)(&c.ReleaseChecks), "release-checks", "check each new release in the background: future mtimes, front controller and index, PHP files php-user cannot read")
+	str(&c.PHPUser, "php-user", "php-fpm's pool `USER`, a name or a uid, for the check of PHP files it cannot read (default: not checked)")
+	fs.Var(&list{p: &c.Warm}, "warm", "URL `PATH` requested from a new release through php-fpm before it gets traffic; repeatable (default: no warm-up)")
+	dur(&c.WarmTimeout, "warm-timeout", "bound on one release's whole warm-up, a `DURATION`")
+	str(&c.WarmFailure, "warm-failure", "`ACTION` on a failed warm-up: keep (the previous release) or switch (anyway)")
+	str(&c.OnDrain, "on-drain", "shell `COMMAND` run once per drained release, with REALROOT_RELEASE, REALROOT_RELEASE_ROOT and REALROOT_GEN set (default: off)")
+	dur(&c.OnDrainTimeout, "on-drain-timeout", "bound on one on-drain run, a `DURATION`; then it is killed")
 	return fs
 }
 

@@ -40,7 +40,7 @@ func check(args []string, getenv func(string) string, stdout io.Writer, sigs <-c
 	}
 	// Arguments after -- (a php-fpm command, as for serve) are ignored, so
 	// that a container's probe can repeat its entrypoint's arguments.
-	r.step(label, "", c.Validate())
+	r.step(label, "", validate(&c))
 
 	ctx, cancel := context.WithTimeout(context.Background(), c.DialTimeout+min(c.ReadTimeout, 10*time.Second))
 	defer cancel()

@@ -18,6 +18,10 @@ func manual(w io.Writer) {
 SYNOPSIS
     realroot [serve] [OPTIONS] [-- PHP-FPM-COMMAND [ARG...]]
     realroot check [OPTIONS]
+    realroot switch RELEASE_DIR [--link PATH] [--wait --admin ADDR
+                    [--timeout DURATION]]
+    realroot releases [--link PATH] [--admin ADDR] [--prune [--keep N]
+                      [--dry-run]]
     realroot version
     realroot demo [--listen ADDR] [--dir DIR] [--php-fpm BIN]
 
@@ -41,6 +45,19 @@ DESCRIPTION
     missing script: any answer, even 404, proves php-fpm answers). It prints
     each step as "ok" or "failed: reason" and exits 1 if one failed; use it
     as a readiness probe.
+
+    With admin set, serve also answers /metrics (Prometheus), /status
+    (JSON: the current release, those draining and drained), /healthz and
+    /readyz on that address, loopback only. switch and releases ask it.
+
+    switch points the link (--link, default "current" beside the release's
+    parent) at RELEASE_DIR atomically (a new symlink renamed over it); with
+    --wait it asks the server at --admin until it serves the release and the
+    previous one has drained. releases lists the releases beside the link's
+    target with the server's view of each (current, draining, drained), and
+    --prune deletes old ones, keeping the --keep newest and any current or
+    busy one. Both read REALROOT_LINK and REALROOT_ADMIN; "realroot switch
+    --help" and "realroot releases --help" print their flags.
 
     Every setting is read, lowest precedence first, from its default, the
     config file (--config), the environment and the flags. The file is TOML
@@ -74,13 +91,18 @@ SIGNALS
         at once. With a php-fpm child, php-fpm then gets SIGQUIT (its
         graceful stop) and realroot exits with its status.
     SIGHUP
-        Re-read the configuration (file, environment, the original flags)
-        and swap it in without dropping a connection or a request. An
-        invalid configuration is rejected, its errors logged, and the
-        running one kept. listen, header-timeout, idle-timeout, log-file
-        and access-log-file need a restart. A php-fpm child gets SIGUSR2
-        (its graceful reload).
-    SIGUSR1
+`)
+	var names []string
+	for _, s := range restartOnly {
+		names = append(names, s.name)
+	}
+	fmt.Fprintln(w, wrap("Re-read the configuration (file, environment, the original flags) "+
+		"and swap it in without dropping a connection or a request. An invalid configuration "+
+		"is rejected, its errors logged, and the running one kept. "+
+		strings.Join(names[:len(names)-1], ", ")+" and "+names[len(names)-1]+" need a restart: "+
+		"a reload keeps their running values. A php-fpm child gets SIGUSR2 (its graceful reload).",
+		"        ", 78))
+	fmt.Fprint(w, `    SIGUSR1
         Reopen log-file and access-log-file (for logrotate). A php-fpm
         child gets SIGUSR1 (it reopens its logs).
     SIGUSR2
@@ -108,6 +130,13 @@ EXAMPLES
     Reload after editing the file; reopen logs after rotating them:
         kill -HUP $(pidof realroot); kill -USR1 $(pidof realroot)
 
+    Deploy: switch to a new release, wait until the old one is idle, then
+    delete all but the 5 newest releases:
+        realroot switch /srv/app/releases/20261122120000 --wait \
+                 --admin 127.0.0.1:9180 --timeout 120s
+        realroot releases --link /srv/app/current --admin 127.0.0.1:9180 \
+                 --prune --keep 5
+
     An /etc/realroot.toml:
         listen = ["0.0.0.0:80"]
         root = "/srv/app/current/public"
@@ -118,11 +147,14 @@ EXAMPLES
         cache-control = [".css=public, max-age=31536000, immutable"]
         access-log = "combined"
         access-log-file = "/var/log/realroot/access.log"
+        admin = "127.0.0.1:9180"  # /metrics, /status, /readyz
+        warm = ["/"]              # before a new release gets traffic
         [param]
         APP_ENV = "production"
 
 SEE ALSO
-    docs/configuration.md, docs/running.md, docs/migrating.md
+    docs/configuration.md, docs/running.md, docs/deploying.md,
+    docs/migrating.md
 `)
 }
 

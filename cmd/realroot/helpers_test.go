@@ -46,8 +46,9 @@ func TestMain(m *testing.M) {
 
 // site makes a deploy layout in a new temp dir: releases/1 and releases/2,
 // each with public/{index.php,slow.php,orphan.php,style.css,secret/x.txt}
-// (slow.php?ms=N&mark=FILE creates FILE, then sleeps N ms),
-// current -> releases/1 and other -> releases/2. It returns the dir.
+// (slow.php?ms=N&mark=FILE creates FILE, then sleeps N ms; index.php run
+// by a warm-up creates public/warmed), current -> releases/1 and other ->
+// releases/2. It returns the dir.
 func site(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -55,7 +56,8 @@ func site(t *testing.T) string {
 		t.Fatal(err)
 	}
 	files := map[string]string{
-		"index.php": `<?php echo "release {{R}} param=", $_SERVER['RR_TEST'] ?? '-';`,
+		"index.php": `<?php if (isset($_SERVER['REALROOT_WARMUP'])) touch(__DIR__ . '/warmed');
+			echo "release {{R}} param=", $_SERVER['RR_TEST'] ?? '-';`,
 		// mark, when given, is a file created once the script runs.
 		"slow.php": `<?php if (isset($_GET['mark'])) touch($_GET['mark']);
 			usleep((int)($_GET['ms'] ?? 1000) * 1000); echo "slow done";`,

@@ -5,6 +5,8 @@
 //
 //	realroot [serve] [OPTIONS] [-- PHP-FPM-COMMAND...]
 //	realroot check [OPTIONS]
+//	realroot switch RELEASE_DIR [--link PATH] [--wait --admin ADDR]
+//	realroot releases [--link PATH] [--admin ADDR] [--prune [--keep N]]
 //	realroot version
 //	realroot demo
 //
@@ -46,6 +48,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 		err = serve(args, getenv, stdout, stderr, sigs)
 	case "check":
 		err = check(args, getenv, stdout, sigs)
+	case "switch":
+		err = switchRelease(args, getenv, stdout, stderr, sigs)
+	case "releases":
+		err = listReleases(args, getenv, stdout, stderr, sigs)
 	case "demo":
 		err = demo(args, stdout, stderr, sigs)
 	case "version":
@@ -70,7 +76,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 		return int(code)
 	case errors.As(err, new(*usageError)):
 		fmt.Fprintln(stderr, "realroot:", err)
-		fmt.Fprintln(stderr, "Run 'realroot --help' for the manual.")
+		if cmd == "switch" || cmd == "releases" {
+			fmt.Fprintf(stderr, "Run 'realroot %s --help' for its usage.\n", cmd)
+		} else {
+			fmt.Fprintln(stderr, "Run 'realroot --help' for the manual.")
+		}
 		return 2
 	}
 	fmt.Fprintln(stderr, "realroot:", err)

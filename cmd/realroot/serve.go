@@ -8,13 +8,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
-	"strings"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"realroot/conf"
 )
@@ -53,10 +50,20 @@ func loadConfig(args []string, getenv func(string) string) (conf.Config, []strin
 	if len(rest) > 0 && (len(args) == len(rest) || args[len(args)-len(rest)-1] != "--") {
 		return c, nil, &usageError{fmt.Errorf("unexpected arguments %q (put -- before a php-fpm command)", rest)}
 	}
-	if err := c.Validate(); err != nil {
+	if err := validate(&c); err != nil {
 		return c, nil, &usageError{err}
 	}
 	return c, rest, nil
+}
+
+// validate is c.Validate plus the rule that is cmd's: the admin API listens
+// on loopback unless admin-allow-remote.
+func validate(c *conf.Config) error {
+	err := c.Validate()
+	if _, _, serr := net.SplitHostPort(c.Admin); c.Admin != "" && serr == nil {
+		err = errors.Join(err, checkAdminAddr(c.Admin, c.AdminAllowRemote))
+	}
+	return err
 }
 
 // daemon is one run of the server: its listeners, its generations, its
@@ -114,6 +121,18 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 		}
 		lns = append(lns, ln)
 	}
+	var adm *adminListener
+	if d.cfg.Admin != "" {
+		var err error
+		if adm, err = startAdmin(d.cfg, srv, d.log.Named("admin")); err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			srv.close(context.Background())
+			d.stopChild(ch)
+			return err
+		}
+	}
 	errLog, _ := zap.NewStdLogAt(d.log.Named("http"), zap.WarnLevel)
 	hs := &http.Server{
 		Handler:           srv,
@@ -132,13 +151,18 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 			}
 		}()
 	}
-	d.log.Info("serving",
+	fields := []zap.Field{
 		zap.Strings("listen", addrStrings(addrs)),
 		zap.String("root", d.cfg.Root),
 		zap.String("release", srv.cur.Load().root.rs.Current().Root),
 		zap.Strings("fastcgi", d.cfg.FastCGI),
 		zap.String("config", d.cfg.File),
-		zap.String("version", version))
+		zap.String("version", version),
+	}
+	if adm != nil {
+		fields = append(fields, zap.Stringer("admin", adm.addr))
+	}
+	d.log.Info("serving", fields...)
 	if ready != nil {
 		ready(addrs)
 	}
@@ -179,7 +203,7 @@ loop:
 			break loop
 		}
 	}
-	return d.drain(hs, srv, ch, sigs, result)
+	return d.drain(hs, adm, srv, ch, sigs, result)
 }
 
 // shutdownGrace bounds the wait for watchers after the server stopped.
@@ -187,9 +211,10 @@ const shutdownGrace = 5 * time.Second
 
 // drain stops accepting, lets in-flight requests finish with a fresh
 // context (a second SIGTERM or SIGINT cuts the wait short), stops the
-// generations and then php-fpm. It returns result, or php-fpm's status when
-// that is not 0.
-func (d *daemon) drain(hs *http.Server, srv *server, ch *child, sigs <-chan os.Signal, result error) error {
+// generations (closing every FastCGI client), then the admin listener (nil:
+// none), waits for on-drain commands, and stops php-fpm. It returns result,
+// or php-fpm's status when that is not 0.
+func (d *daemon) drain(hs *http.Server, adm *adminListener, srv *server, ch *child, sigs <-chan os.Signal, result error) error {
 	timeout := srv.config().ShutdownTimeout
 	d.log.Info("shutting down", zap.Duration("timeout", timeout))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -218,6 +243,12 @@ func (d *daemon) drain(hs *http.Server, srv *server, ch *child, sigs <-chan os.S
 	defer gcancel()
 	if err := srv.close(gctx); err != nil {
 		d.log.Warn("stopping", zap.Error(err))
+	}
+	if adm != nil {
+		adm.stop() // after the drain: switch --wait asks it meanwhile
+	}
+	if srv.drain != nil {
+		srv.drain.Close() // each command is bounded by on-drain-timeout
 	}
 	if ch != nil {
 		d.stopChild(ch)
@@ -274,44 +305,6 @@ func (d *daemon) stopChild(ch *child) {
 	}
 	ch.stop(max(d.cfg.ShutdownTimeout, 5*time.Second))
 	d.log.Info("php-fpm stopped", zap.Int("status", ch.exitCode()))
-}
-
-// restartOnly are the settings a reload cannot change: the listeners, the
-// http.Server's timeouts and the log files are set up once.
-var restartOnly = []string{"listen", "header-timeout", "idle-timeout", "log-file", "access-log-file"}
-
-// reloadConfig re-reads the configuration (file, environment, the original
-// flags) and swaps it in. An invalid one is rejected: its errors are
-// logged and the running one keeps serving.
-func (d *daemon) reloadConfig(srv *server) {
-	c, err := d.reload()
-	if err != nil {
-		d.log.Error("reload rejected; the running configuration is kept",
-			zap.Strings("errors", strings.Split(err.Error(), "\n")))
-		return
-	}
-	old := srv.config()
-	changed := conf.Changed(old, c)
-	var kept []string
-	for _, name := range changed {
-		if slices.Contains(restartOnly, name) {
-			kept = append(kept, name)
-		}
-	}
-	if len(kept) > 0 {
-		d.log.Warn("changing these settings needs a restart; they keep their running values",
-			zap.Strings("settings", kept))
-		c.Listen, c.HeaderTimeout, c.IdleTimeout = old.Listen, old.HeaderTimeout, old.IdleTimeout
-		c.LogFile, c.AccessLogFile = old.LogFile, old.AccessLogFile
-	}
-	if err := srv.reload(c); err != nil {
-		d.log.Error("reload rejected; the running configuration is kept", zap.Error(err))
-		return
-	}
-	if lvl, err := zapcore.ParseLevel(c.LogLevel); err == nil {
-		d.logs.level.SetLevel(lvl)
-	}
-	d.log.Info("config reloaded", zap.Strings("changed", changed), zap.String("config", c.File))
 }
 
 func addrStrings(addrs []net.Addr) []string {

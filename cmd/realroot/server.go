@@ -13,6 +13,7 @@ import (
 
 	"realroot/conf"
 	"realroot/proxy"
+	"realroot/proxy/admin"
 	"realroot/proxy/fcgi"
 	"realroot/resolve"
 )
@@ -24,9 +25,11 @@ import (
 // resources only the old generation used (a root watcher, FastCGI
 // connections) are released after its last request.
 type server struct {
-	logs *logs
-	log  *zap.Logger
-	cur  atomic.Pointer[generation]
+	logs    *logs
+	log     *zap.Logger
+	cur     atomic.Pointer[generation]
+	metrics *admin.Metrics // every generation's handler observes into it
+	drain   *drainHook     // nil without on-drain
 
 	mu sync.Mutex     // serializes reloads and reference counts
 	wg sync.WaitGroup // watchers and the goroutines retiring generations
@@ -35,7 +38,7 @@ type server struct {
 // generation is one configuration's handler and what it uses.
 type generation struct {
 	cfg     conf.Config
-	handler http.Handler
+	handler *proxy.Handler
 	root    *rootWatch
 	up      *upstream
 
@@ -59,7 +62,10 @@ type rootWatch struct {
 
 // newServer builds the first generation from c.
 func newServer(c conf.Config, logs *logs) (*server, error) {
-	s := &server{logs: logs, log: logs.main}
+	s := &server{logs: logs, log: logs.main, metrics: admin.NewMetrics()}
+	if c.OnDrain != "" {
+		s.drain = newDrainHook(c.OnDrain, c.OnDrainTimeout, s.log.Named("on-drain"))
+	}
 	g, err := s.build(c, nil)
 	if err != nil {
 		return nil, err
@@ -150,26 +156,52 @@ func (s *server) retire(g *generation) {
 
 // build makes a generation from c, reusing prev's root watcher and FastCGI
 // clients when their settings are unchanged. s.mu is held (or s is new).
+//
+// A root watcher's checks, warm-up and on-drain command are fixed when it
+// is built; their settings are restart-only, so that a watcher built for a
+// new root by a reload gets the same.
 func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
 	g := &generation{cfg: c, drained: make(chan struct{})}
+	var run func()
 	if prev != nil && prev.cfg.Root == c.Root && prev.cfg.PollInterval == c.PollInterval {
 		g.root = prev.root
 	} else {
-		rs, err := resolve.New(resolve.Options{
+		opts := resolve.Options{
 			Root:         c.Root,
 			PollInterval: c.PollInterval,
 			Logger:       s.log.Named("resolve"),
-		})
+			Checks: resolve.CheckOptions{
+				Off:             !c.ReleaseChecks,
+				FrontController: c.FrontControllerScript(),
+				Index:           c.Index,
+				PHPExtensions:   c.PHPExtensions,
+				PHPUser:         c.PHPUser,
+			},
+			// The current generation's handler warms a new release up:
+			// it has the running configuration's routing and upstream.
+			// Before the first generation is stored, g's.
+			Prepare: warmer(func() *proxy.Handler {
+				if cur := s.cur.Load(); cur != nil {
+					return cur.handler
+				}
+				return g.handler
+			}, c.Warm, c.WarmTimeout),
+			KeepOnPrepareError: c.WarmFailure != "switch",
+		}
+		if s.drain != nil {
+			opts.OnDrain = s.drain.OnDrain
+		}
+		rs, err := resolve.New(opts)
 		if err != nil {
 			return nil, err
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		g.root = &rootWatch{rs: rs, cancel: cancel}
-		s.wg.Go(func() {
+		run = func() {
 			if err := rs.Run(ctx); err != nil {
 				s.log.Error("watching the root stopped", zap.String("root", c.Root), zap.Error(err))
 			}
-		})
+		}
 	}
 	if prev != nil && sameUpstream(prev.cfg, c) {
 		g.up = prev.up
@@ -189,12 +221,19 @@ func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
 		ServerName:      c.ServerName,
 		ServerSoftware:  "realroot/" + version,
 		MaxBodySize:     maxBody(c.MaxBodySize),
+		BodyTimeout:     c.BodyTimeout,
+		MaxURILength:    int(c.MaxURILength),
+		BufferResponses: c.BufferResponses,
 		Params:          c.Params,
 		Deny:            c.Deny,
 		CacheControl:    cache,
 		Logger:          s.log.Named("proxy"),
 		AccessLog:       s.logs.access(c.AccessLog),
+		Observer:        s.metrics,
 	})
+	if run != nil {
+		s.wg.Go(run) // after g.handler is set: Prepare may read it
+	}
 	return g, nil
 }
 
