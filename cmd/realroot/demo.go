@@ -40,6 +40,7 @@ func demo(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal) error 
 			return err
 		}
 		*dir = d
+		defer os.RemoveAll(d) // a site we made up is gone with the demo
 	}
 	if err := writeDemoSite(*dir); err != nil {
 		return fmt.Errorf("demo site: %w", err)
