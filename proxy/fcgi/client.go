@@ -76,9 +76,10 @@ type Client struct {
 	// MaxConns bounds the connections open at once, busy and idle. Zero
 	// means 8. Set it to php-fpm's pm.max_children or below: then every
 	// connection maps to a worker and no request queues inside php-fpm.
-	// Above it, the connections php-fpm accepted but has no worker for
-	// wait until a kept one closes (after IdleTimeout, once load pauses),
-	// which under steady load can be ReadTimeout.
+	// Above it, a new connection can wait in php-fpm's accept queue while
+	// kept ones hold every worker; the pool then closes kept connections
+	// as they come back (Stats.Yielded) until it is answered, so it costs
+	// reuse, not a stall.
 	MaxConns int
 	// IdleTimeout is how long an idle connection is kept; it is closed
 	// after it. Zero means 5s. Keep it below php-fpm's

@@ -28,6 +28,9 @@ type deadlineReader struct {
 	conn    net.Conn
 	timeout time.Duration
 	n       int64
+	// first, if set, watches an exchange on a new connection until its
+	// first byte (see pool.put); ended at the first byte or at release.
+	first *firstByteWatch
 }
 
 func (r *deadlineReader) Read(p []byte) (int, error) {
@@ -36,7 +39,50 @@ func (r *deadlineReader) Read(p []byte) (int, error) {
 	}
 	n, err := r.conn.Read(p)
 	r.n += int64(n)
+	if n > 0 {
+		r.answered()
+	}
 	return n, err
+}
+
+// answered ends the first-byte watch, once.
+func (r *deadlineReader) answered() {
+	if r.first != nil {
+		r.first.done()
+		r.first = nil
+	}
+}
+
+// starveAfter is how long a request on a new connection may wait for its
+// first byte before the pool suspects it waits for a php-fpm worker (see
+// pool.put). Scripts slower than this on a new connection cost some reuse.
+const starveAfter = 10 * time.Millisecond
+
+// firstByteWatch counts an exchange on a new connection in pool.starving
+// once it has waited starveAfter for its first byte, until it gets it.
+type firstByteWatch struct {
+	p     *pool
+	t     *time.Timer
+	state atomic.Int32 // 0 waiting, 1 counted in p.starving, 2 done
+}
+
+func newFirstByteWatch(p *pool) *firstByteWatch {
+	w := &firstByteWatch{p: p}
+	w.t = time.AfterFunc(starveAfter, func() {
+		if w.state.CompareAndSwap(0, 1) {
+			p.starving.Add(1)
+		}
+	})
+	return w
+}
+
+func (w *firstByteWatch) done() {
+	switch w.state.Swap(2) {
+	case 0:
+		w.t.Stop()
+	case 1:
+		w.p.starving.Add(-1)
+	}
 }
 
 // States of the stdin goroutine (exchange.stdinEnd).
@@ -108,6 +154,11 @@ func newExchange(ctx context.Context, pc *pconn, c *Client) *exchange {
 		dr:           deadlineReader{conn: conn, timeout: c.readTimeout()},
 		writeTimeout: c.writeTimeout(),
 		maxStderr:    c.maxStderrBytes(),
+	}
+	if !pc.reused && x.keep {
+		// A new connection may sit in php-fpm's accept queue until a
+		// worker is free; see pool.put.
+		x.dr.first = newFirstByteWatch(&c.pool)
 	}
 	x.br = readerPool.Get().(*bufio.Reader)
 	x.br.Reset(&x.dr)
@@ -350,6 +401,7 @@ func (x *exchange) release() {
 		return
 	}
 	clean := x.err == io.EOF && x.endOK && x.br.Buffered() == 0
+	x.dr.answered()
 	x.br.Reset(nil)
 	readerPool.Put(x.br)
 	x.br = nil

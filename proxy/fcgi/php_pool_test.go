@@ -252,22 +252,21 @@ func TestPHPPoolWorkers(t *testing.T) {
 		}
 	})
 	t.Run("MaxConns > pm.max_children, steady load", func(t *testing.T) {
-		// Under steady load the busy connections never go idle: the ones
-		// php-fpm queued wait for ReadTimeout. Why MaxConns must not exceed
-		// pm.max_children.
+		// Under steady load the busy connections never go idle, so the
+		// ones php-fpm queued would wait until ReadTimeout; the pool
+		// closes kept connections while a new one waits for its first
+		// byte, which frees a worker for it (Stats.Yielded).
 		_, c, docroot := startFPM(t, phpfpmtest.Options{Workers: 2}, 4)
 		c.IdleTimeout = 200 * time.Millisecond
-		c.ReadTimeout = 500 * time.Millisecond
+		c.ReadTimeout = 3 * time.Second
 		errs, slowest, n := load(c, docroot, 1200*time.Millisecond, false)
-		t.Logf("%d requests, %d failed, slowest %v; %+v", n, len(errs), slowest, c.Stats())
-		timeouts := 0
-		for _, err := range errs {
-			if errors.Is(err, ErrTimeout) {
-				timeouts++
-			}
+		s := c.Stats()
+		t.Logf("%d requests, %d failed, slowest %v; %+v", n, len(errs), slowest, s)
+		if len(errs) > 0 {
+			t.Errorf("%d of %d requests failed, first: %v", len(errs), n, errs[0])
 		}
-		if timeouts == 0 || timeouts != len(errs) {
-			t.Errorf("%d timeouts, %d errors; want some, all timeouts", timeouts, len(errs))
+		if s.Dials > 2 && s.Yielded == 0 {
+			t.Errorf("%d dials beyond the 2 workers but Yielded = 0", s.Dials)
 		}
 	})
 }

@@ -33,7 +33,12 @@ type pool struct {
 	closed  bool
 	timer   *time.Timer // runs reap; created at the first put
 
-	dials, reuses, retries, busy, idleClosed, deadOnReuse atomic.Uint64
+	// starving counts exchanges on new connections that have waited
+	// starveAfter or more for php-fpm's first byte: while it is not zero,
+	// put closes what it is given (see put).
+	starving atomic.Int32
+
+	dials, reuses, retries, busy, idleClosed, deadOnReuse, yielded atomic.Uint64
 }
 
 // PoolStats is a snapshot of a Client's connections (see Client.Stats).
@@ -49,6 +54,7 @@ type PoolStats struct {
 	Busy        uint64 // requests refused with ErrBusy
 	IdleClosed  uint64 // idle connections closed after IdleTimeout
 	DeadOnReuse uint64 // kept connections found closed by php-fpm when taken
+	Yielded     uint64 // kept connections closed to free a worker for a new one
 }
 
 // waiter is a request queued for a slot.
@@ -204,7 +210,22 @@ func (p *pool) swapIdle() *pconn {
 
 // put takes back a connection whose exchange ended cleanly: the first waiter
 // gets it, else it goes on top of the idle stack.
+//
+// But while a request on a new connection has waited starveAfter for
+// php-fpm's first byte, put closes the connection instead. php-fpm gives each open connection a
+// worker until it closes, so when MaxConns is above pm.max_children a new
+// connection waits in php-fpm's accept queue while kept connections hold
+// every worker, and keeps waiting as long as they are reused: a stall until
+// ReadTimeout. Closing a kept connection frees its worker for the oldest
+// queued one. A slow script on a new connection costs some reuse, never a
+// stall.
 func (p *pool) put(pc *pconn) {
+	if p.starving.Load() > 0 {
+		p.yielded.Add(1)
+		pc.conn.Close()
+		p.drop()
+		return
+	}
 	pc.reused = true
 	c := pc.c
 	p.mu.Lock()
@@ -302,6 +323,7 @@ func (p *pool) stats() PoolStats {
 	s.Busy = p.busy.Load()
 	s.IdleClosed = p.idleClosed.Load()
 	s.DeadOnReuse = p.deadOnReuse.Load()
+	s.Yielded = p.yielded.Load()
 	return s
 }
 
