@@ -1,19 +1,59 @@
 package proxy
 
 import (
+	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 )
 
 // recorder is the ResponseWriter handed down a request: it remembers the
-// status and the bytes written, for the access log, and keeps Flush working.
+// status and the bytes sent, for the access log, and keeps Flush working.
+// When the response may be compressed its ResponseWriter is its own cz,
+// which wraps the server's.
 type recorder struct {
 	http.ResponseWriter
 	status      int
-	bytes       int64
+	bytes       int64 // written by the handler; sent() is what went out
 	wroteHeader bool
+	served      bool // the handler returned
+	cz          compressor
+}
+
+// compress makes the response compressed on the fly in encoding (see
+// compressor), holding at most min bytes to decide.
+func (w *recorder) compress(encoding string, min int64, bufs *sync.Pool) {
+	w.cz = compressor{out: sink{w: w.ResponseWriter}, encoding: encoding, min: min, bufs: bufs}
+	w.ResponseWriter = &w.cz
+}
+
+// compressing reports whether the response goes through w.cz.
+func (w *recorder) compressing() bool { return w.cz.out.w != nil }
+
+// noCompression is called by a handler that streams: its response is sent
+// as it is, every Flush passing through.
+func (w *recorder) noCompression() { w.cz.off = true }
+
+// finish ends a compressed response once the handler is done. If it did
+// not return (it panicked: http.ErrAbortHandler after a failed exchange),
+// nothing held by compression is sent, so that a cut response can never
+// look whole.
+func (w *recorder) finish() {
+	if w.compressing() {
+		w.cz.aborted = !w.served
+		w.cz.finish()
+	}
+}
+
+// sent is the number of body bytes sent to the client (compressed ones
+// when compressed).
+func (w *recorder) sent() int64 {
+	if w.compressing() {
+		return w.cz.out.n
+	}
+	return w.bytes
 }
 
 func (w *recorder) WriteHeader(status int) {
@@ -42,6 +82,25 @@ func (w *recorder) Flush() {
 	http.NewResponseController(w.ResponseWriter).Flush()
 }
 
+// ReadFrom lets a static file go out with sendfile(2) when the server's
+// writer can (and the response is not compressed).
+func (w *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	var (
+		n   int64
+		err error
+	)
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = copyPooled(writerOnly{w.ResponseWriter}, src)
+	}
+	w.bytes += n
+	return n, err
+}
+
 // Unwrap lets http.ResponseController reach the server's writer.
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
@@ -62,12 +121,12 @@ func (h *Handler) logAccess(w *recorder, r *http.Request, x *exchange) {
 		return
 	}
 	ce.Write(
-		zap.String("remote_addr", r.RemoteAddr),
+		zap.String("remote_addr", h.remoteAddr(r)),
 		zap.String("method", r.Method),
 		zap.String("uri", r.RequestURI),
 		zap.String("proto", r.Proto),
 		zap.Int("status", status),
-		zap.Int64("bytes", w.bytes),
+		zap.Int64("bytes", w.sent()),
 		zap.Duration("duration", time.Since(x.start)),
 		zap.Duration("upstream_duration", x.upstream),
 		zap.String("route", x.route.kind.String()),

@@ -41,7 +41,8 @@ func TestBufferedResponse(t *testing.T) {
 			return errors.New("die before FCGI_END_REQUEST")
 		})
 
-	resp, err := http.Get(ts.URL + "/big.php")
+	// Uncompressed (a compressed response has no Content-Length).
+	resp, err := identityClient.Get(ts.URL + "/big.php")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,20 +66,45 @@ func TestBufferedResponse(t *testing.T) {
 // TestStreamedTruncation: without buffering, a response php-fpm cuts short
 // after the status went out aborts the client connection: the client sees
 // an error, never a clean end.
+//
+// With compression the short first part is held (the compressor has not
+// decided yet) and never sent: the client sees the connection end before a
+// status, which is as much an error.
 func TestStreamedTruncation(t *testing.T) {
-	ts := newFakeServer(t, Options{}, func(req *fcgitest.Request, w io.Writer) error {
+	fake := func(req *fcgitest.Request, w io.Writer) error {
 		io.WriteString(w, "Content-Type: text/plain\r\n\r\nfirst part, ")
+		if req.Params["QUERY_STRING"] == "long" { // 6 KiB: past CompressMinSize, or held below a big one
+			io.WriteString(w, strings.Repeat("more, ", 1000))
+		}
 		return errors.New("die before FCGI_END_REQUEST")
-	})
-	resp, err := http.Get(ts.URL + "/index.php")
-	if err != nil {
-		t.Fatal(err)
 	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err == nil {
-		t.Fatalf("truncated response read as complete: %d %q", resp.StatusCode, b)
+	for _, opts := range []Options{{}, {CompressMinSize: 64 << 10}} {
+		ts := newFakeServer(t, opts, fake)
+		for _, c := range []struct {
+			name   string
+			client *http.Client
+		}{{"identity", identityClient}, {"gzip", http.DefaultClient}} {
+			for _, q := range []string{"short", "long"} {
+				resp, err := c.client.Get(ts.URL + "/index.php?" + q)
+				if err != nil {
+					continue // aborted before the status: an error too
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil {
+					t.Fatalf("%s, %s, min size %d: truncated response read as complete: %d, %d bytes",
+						c.name, q, opts.CompressMinSize, resp.StatusCode, len(b))
+				}
+			}
+		}
 	}
+}
+
+// identityClient asks for responses uncompressed (no Accept-Encoding), and
+// follows no redirect.
+var identityClient = &http.Client{
+	Transport:     &http.Transport{DisableCompression: true},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
 // TestBufferedStreamsEvents: text/event-stream is never buffered, even with

@@ -19,7 +19,7 @@ import (
 // client, as with nginx's fastcgi_hide_header defaults.
 var hiddenHeaders = []string{
 	"X-Accel-Buffering", "X-Accel-Charset", "X-Accel-Expires",
-	"X-Accel-Limit-Rate", "X-Accel-Redirect",
+	"X-Accel-Limit-Rate", "X-Accel-Redirect", "X-Sendfile",
 }
 
 var requestPool = sync.Pool{New: func() any {
@@ -79,6 +79,12 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 		delete(hd, k)
 	}
 	hd.Set("X-Request-Id", x.id)
+	if target, accel, ok := h.internalTarget(resp.Header); ok {
+		return h.serveInternal(w, r, x, resp, start, target, accel)
+	}
+	if streaming {
+		w.noCompression()
+	}
 	if h.opts.BufferResponses && !streaming {
 		return h.sendBuffered(w, r, x, resp, start)
 	}

@@ -7,9 +7,10 @@ package proxy
 import (
 	"context"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/yookoala/gofast"
@@ -78,6 +79,48 @@ type Options struct {
 	// CacheControl sets Cache-Control on static files: the first rule whose
 	// Match fits the URL path wins. Nil means none.
 	CacheControl []CacheRule
+	// Headers add response headers, static and PHP, by URL path: every
+	// rule whose Match fits the request's path gives its header, unless the
+	// response has it already (PHP's own wins; so does the first matching
+	// rule of a name). Error responses of realroot's own get none, like
+	// nginx's add_header without always. Nil means none.
+	Headers []HeaderRule
+	// DisableCompression turns off on-the-fly compression. False (the
+	// default) compresses with br (quality 4) or gzip (level 5), as the
+	// client accepts (br on a tie), responses of a compressible type (text,
+	// JSON, JavaScript, XML, SVG, wasm, ...) over CompressMinSize, static
+	// or PHP; never one already encoded (by PHP, or a precompressed static
+	// sibling, which wins), a stream (text/event-stream, X-Accel-Buffering:
+	// no), a HEAD, 204, 206 or 304, nor one with Cache-Control:
+	// no-transform. A compressed response gets Vary: Accept-Encoding, no
+	// Content-Length nor Accept-Ranges, and its strong ETag made weak, as
+	// nginx does.
+	DisableCompression bool
+	// CompressMinSize: bodies of at most this many bytes are sent as they
+	// are. Without a Content-Length (PHP's usual), up to this much of a
+	// compressible body is held, Flush included, until more comes or it
+	// ends; a script that must stream says so with X-Accel-Buffering: no,
+	// as behind nginx. Zero means 1 KiB.
+	CompressMinSize int64
+	// TrustedProxies are the peers (load balancers, CDNs) believed about
+	// the client: from them, X-Forwarded-For gives REMOTE_ADDR (the
+	// right-most untrusted address; REMOTE_PORT then empty) and the access
+	// log's remote_addr, and X-Forwarded-Proto HTTPS and REQUEST_SCHEME
+	// (see realip.go). The peer is r.RemoteAddr, which a PROXY protocol
+	// listener sets. Nil means none: the peer is the client.
+	TrustedProxies []netip.Prefix
+	// InternalLocations map URL path prefixes of X-Accel-Redirect to
+	// directories, like nginx's `location /protected/ { internal; alias
+	// /srv/app/shared/files/; }`: a PHP response with X-Accel-Redirect:
+	// /protected/a.pdf gets /srv/app/shared/files/a.pdf. The longest
+	// prefix wins; a path under none is a file of the pinned release. The
+	// directories must be absolute. Nil means none: X-Accel-Redirect
+	// serves files of the release only.
+	InternalLocations map[string]string
+	// SendfileDirs are the directories (absolute) below which PHP may name
+	// a file with X-Sendfile: /abs/path. Nil means none: X-Sendfile is
+	// ignored (and never reaches the client).
+	SendfileDirs []string
 	// Params are extra FastCGI params, sent last (they override).
 	Params map[string]string
 	// Deny lists URL path prefixes answered 403, like nginx's `deny all`: a
@@ -112,15 +155,7 @@ type CacheRule struct {
 }
 
 // matches reports whether the rule fits the cleaned URL path p.
-func (c CacheRule) matches(p string) bool {
-	switch {
-	case c.Match == "*":
-		return true
-	case strings.HasPrefix(c.Match, "."):
-		return len(p) > len(c.Match) && equalFoldASCII(p[len(p)-len(c.Match):], c.Match)
-	}
-	return underPrefix(p, c.Match)
-}
+func (c CacheRule) matches(p string) bool { return pathMatches(c.Match, p) }
 
 // Handler serves HTTP requests from the pinned release. Create it with New.
 type Handler struct {
@@ -131,6 +166,9 @@ type Handler struct {
 	access   *zap.Logger
 	params   gofast.SessionHandler
 	ids      requestIDs
+	headers  []headerRule
+	internal []location // InternalLocations, longest prefix first
+	czBufs   sync.Pool  // *[]byte holding a response's first bytes
 }
 
 // New returns a Handler serving releases through upstream.
@@ -162,10 +200,23 @@ func New(releases Releases, upstream Upstream, opts Options) *Handler {
 	if opts.TempDir == "" {
 		opts.TempDir = os.TempDir()
 	}
+	if opts.CompressMinSize <= 0 {
+		opts.CompressMinSize = 1 << 10
+	}
 	h := &Handler{releases: releases, upstream: upstream, opts: opts, log: opts.Logger, access: opts.AccessLog}
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
+	for _, hr := range opts.Headers {
+		h.headers = append(h.headers, headerRule{match: hr.Match, key: http.CanonicalHeaderKey(hr.Name), values: []string{hr.Value}[:1:1]})
+	}
+	h.opts.TrustedProxies = nil // a copy: the caller's slice is left alone
+	for _, p := range opts.TrustedProxies {
+		h.opts.TrustedProxies = append(h.opts.TrustedProxies, p.Masked())
+	}
+	h.internal = locations(opts.InternalLocations)
+	bufSize := int(min(opts.CompressMinSize, 4<<10))
+	h.czBufs.New = func() any { b := make([]byte, 0, bufSize); return &b }
 	h.params = gofast.Chain(h.cgiParams, headerParams, h.extraParams)(endParams)
 	h.ids.init()
 	return h
@@ -179,10 +230,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := exchange{start: time.Now(), rel: rel, id: h.ids.get(r)}
 	rec := recorder{ResponseWriter: w}
 	defer h.logAccess(&rec, r, &x)
+	if !h.opts.DisableCompression && r.Method != http.MethodHead {
+		if enc := negotiate(r.Header.Get("Accept-Encoding")); enc != "" {
+			rec.compress(enc, h.opts.CompressMinSize, &h.czBufs)
+			defer rec.finish() // before the access log line: it counts the bytes sent
+		}
+	}
 
 	if err := h.serve(&rec, r, &x); err != nil {
 		h.fail(&rec, r, &x, err)
 	}
+	rec.served = true
 }
 
 // exchange is one request's state, for serving and for its log line.
@@ -206,6 +264,7 @@ func (h *Handler) serve(w *recorder, r *http.Request, x *exchange) error {
 	if err != nil {
 		return err
 	}
+	h.addHeaders(w.Header(), p)
 	switch x.route.kind {
 	case kindRedirect:
 		u := url.URL{Path: x.route.name, RawQuery: r.URL.RawQuery}

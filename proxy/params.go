@@ -31,13 +31,15 @@ func (h *Handler) cgiParams(inner gofast.SessionHandler) gofast.SessionHandler {
 		p["GATEWAY_INTERFACE"] = "CGI/1.1"
 		p["SERVER_SOFTWARE"] = h.opts.ServerSoftware
 		p["REDIRECT_STATUS"] = "200"
-		if r.TLS != nil {
+		// The client, behind trusted proxies (realip.go).
+		cl := h.client(r)
+		if cl.https {
 			p["REQUEST_SCHEME"] = "https"
 			p["HTTPS"] = "on"
 		} else {
 			p["REQUEST_SCHEME"] = "http"
 		}
-		p["REMOTE_ADDR"], p["REMOTE_PORT"] = splitAddr(r.RemoteAddr)
+		p["REMOTE_ADDR"], p["REMOTE_PORT"] = cl.addr, cl.port
 		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 			p["SERVER_ADDR"], p["SERVER_PORT"] = splitAddr(a.String())
 		}

@@ -228,6 +228,29 @@ func TestPHP(t *testing.T) {
 			t.Fatalf("rest = %q", rest)
 		}
 	})
+	t.Run("server-sent events stream, br and gzip accepted", func(t *testing.T) {
+		gate := filepath.Join(t.TempDir(), "gate")
+		req, _ := http.NewRequest("GET", srv.URL+"/sse.php?gate="+gate, nil)
+		req.Header.Set("Accept-Encoding", "gzip, deflate, br")
+		resp, err := identityClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if enc := resp.Header.Get("Content-Encoding"); enc != "" {
+			t.Fatalf("event stream sent with Content-Encoding %q", enc)
+		}
+		br := bufio.NewReader(resp.Body)
+		if line, err := br.ReadString('\n'); err != nil || line != "data: one\n" {
+			t.Fatalf("first event: %q, %v", line, err)
+		}
+		if err := os.WriteFile(gate, nil, 0o644); err != nil { // PHP still waits for it
+			t.Fatal(err)
+		}
+		if rest, _ := io.ReadAll(br); string(rest) != "\ndata: two\n\n" {
+			t.Fatalf("rest = %q", rest)
+		}
+	})
 	t.Run("stderr is logged", func(t *testing.T) {
 		_, body := get(t, srv.URL+"/stderr.php")
 		if body != "logged" {

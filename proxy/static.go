@@ -28,8 +28,9 @@ var compressible = map[string]bool{
 }
 
 // serveStatic serves x.route's file from the pinned release: Content-Type by
-// extension, ETag and Last-Modified like nginx, conditional requests, ranges,
-// HEAD, and a precompressed sibling when the client accepts it.
+// extension, ETag and Last-Modified like nginx, conditional requests, ranges
+// (of the uncompressed file), HEAD, and a precompressed sibling when the
+// client accepts it (the recorder may compress others on the fly).
 func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return &httpError{status: http.StatusMethodNotAllowed, msg: "method not allowed for a static file",
@@ -38,14 +39,11 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 	name := x.route.name
 	ext := path.Ext(name)
 	hd := w.Header()
-	ctype := mime.TypeByExtension(ext)
-	if ctype == "" {
-		ctype = "application/octet-stream" // nginx's default_type
-	}
-	hd.Set("Content-Type", ctype)
+	hd.Set("Content-Type", contentType(name))
 
 	served := name
-	if compressible[strings.ToLower(ext)] {
+	// A range is of the file itself, never of a compressed sibling.
+	if compressible[strings.ToLower(ext)] && r.Header.Get("Range") == "" {
 		ae := r.Header.Get("Accept-Encoding")
 		for _, pc := range precompressed {
 			if !acceptsEncoding(ae, pc.encoding) {
@@ -82,6 +80,15 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 	}
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	return nil
+}
+
+// contentType is the Content-Type of a file by its extension, else
+// nginx's default_type.
+func contentType(name string) string {
+	if ct := mime.TypeByExtension(path.Ext(name)); ct != "" {
+		return ct
+	}
+	return "application/octet-stream"
 }
 
 // etag is nginx's ETag: "mtime-size" in hex.
