@@ -252,32 +252,52 @@ func (x *exchange) Close() error {
 	return nil
 }
 
-// pending reports whether stdout bytes are buffered: the rest of the
-// current record, or the next record's header and some content.
+// pending reports whether the next Read can return without waiting on
+// php-fpm: stdout bytes are buffered (the rest of the current record, or the
+// next record's header and some content), or the end of the response is
+// (FCGI_END_REQUEST, maybe after the empty FCGI_STDOUT closing the stream).
+// A copier that flushes when nothing is pending then never flushes a
+// response whose end is already here: it goes out in one write, with a
+// Content-Length when small.
 func (x *exchange) pending() bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if len(x.pre) > 0 {
 		return true
 	}
-	if x.br == nil {
+	if x.br == nil || x.err != nil {
 		return false
 	}
 	n := x.br.Buffered()
 	if x.remain > 0 {
 		return n > 0
 	}
-	if n < x.pad+headerLen+1 {
-		return false
+	off := x.pad
+	for range 2 { // stdout content, or [empty stdout] then the end
+		if n < off+headerLen {
+			return false
+		}
+		b, _ := x.br.Peek(off + headerLen) // buffered: no read
+		h, ok := parseHeader(b[off:])
+		switch {
+		case !ok:
+			return true // the next Read fails at once
+		case h.typ == typeStdout && h.contentLen > 0:
+			return n > off+headerLen
+		case h.typ == typeStdout:
+			off += headerLen + int(h.paddingLen)
+		case h.typ == typeEndRequest:
+			return n >= off+headerLen+int(h.contentLen)+int(h.paddingLen)
+		default:
+			return false
+		}
 	}
-	b, _ := x.br.Peek(x.pad + headerLen) // buffered: no read
-	h, ok := parseHeader(b[x.pad:])
-	return ok && h.typ == typeStdout && h.contentLen > 0
+	return false
 }
 
-// Pending reports whether more response bytes are already buffered and can
-// be read without waiting on php-fpm. A streaming copier flushes to the client
-// whenever Pending is false.
+// Pending reports whether more response bytes, or the response's end, are
+// already buffered and can be read without waiting on php-fpm. A streaming
+// copier flushes to the client whenever Pending is false.
 func (r *Response) Pending() bool {
 	if r.x == nil {
 		return false
