@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,33 @@ type Config struct {
 
 	// Listen: listen, addresses to serve HTTP on. Default 127.0.0.1:8080.
 	Listen []string
+	// TLSCert: tls-cert, certificate files (PEM, the leaf first, then its
+	// chain); with them, every listen address speaks HTTPS (and HTTP/2).
+	// The n-th goes with the n-th tls-key; a client gets the first whose
+	// names match its SNI, else the first. Re-read on reload. Default none:
+	// plain HTTP.
+	TLSCert []string
+	// TLSKey: tls-key, the private key files (PEM) of tls-cert, in the same
+	// order. Default none.
+	TLSKey []string
+	// HTTPSRedirect: https-redirect, host:port of a plain-HTTP listener
+	// that answers 301 to https://host/path, with the first listen
+	// address's port unless it is 443. Needs tls-cert. Default none: off.
+	HTTPSRedirect string
+	// H2C: h2c, also serve HTTP/2 without TLS (prior knowledge) on the
+	// listen addresses, for a load balancer that speaks it. Not with
+	// tls-cert, where HTTP/2 is negotiated. Default false.
+	H2C bool
+	// ProxyProtocol: proxy-protocol, read a PROXY protocol header (v1 or
+	// v2) on each connection to the listen addresses: the client address
+	// it gives is REMOTE_ADDR. A peer in trusted-proxy must send one; any
+	// other peer must not (its connection is closed). Default false.
+	ProxyProtocol bool
+	// TrustedProxies: trusted-proxy, addresses or CIDR prefixes of the load
+	// balancers believed about the client: their PROXY protocol header
+	// (with proxy-protocol), their X-Forwarded-For and X-Forwarded-Proto.
+	// Default none: every peer is the client.
+	TrustedProxies []string
 	// Root: root, the docroot; any component may be a symlink
 	// (/srv/app/current/public). Required.
 	Root string
@@ -152,6 +180,28 @@ type Config struct {
 	// OnDrainTimeout: on-drain-timeout, bound on one run of on-drain; then
 	// it is killed. Default 30s.
 	OnDrainTimeout time.Duration
+
+	// ManagedPool: managed-pool, a php-fpm pool configuration template;
+	// set, realroot runs php-fpm itself, one master per release (see
+	// docs/managed-pools.md), and fastcgi is not used. Default none: off.
+	ManagedPool string
+	// PHPFPM: php-fpm, the php-fpm binary of managed pools, a path or a
+	// name looked up on PATH, then in /usr/sbin. Default php-fpm8.2.
+	PHPFPM string
+	// MaxPools: max-pools, managed pools alive at once, at least 2.
+	// Default 2.
+	MaxPools int
+	// PoolStartTimeout: pool-start-timeout, bound on a managed pool's
+	// start until it answers, and on the wait for room for it. Default 10s.
+	PoolStartTimeout time.Duration
+	// PoolStopTimeout: pool-stop-timeout, how long a managed pool has to
+	// stop after SIGQUIT before its processes get SIGTERM, then SIGKILL.
+	// Default 10s.
+	PoolStopTimeout time.Duration
+	// PoolDrainTimeout: pool-drain-timeout, how long a previous release's
+	// managed pool is kept for its requests in flight before it is stopped
+	// anyway. Default 5m.
+	PoolDrainTimeout time.Duration
 }
 
 // CacheRule is one cache-control rule: static files whose URL path matches
@@ -197,6 +247,12 @@ func Default() Config {
 		WarmTimeout:     10 * time.Second,
 		WarmFailure:     "keep",
 		OnDrainTimeout:  30 * time.Second,
+
+		PHPFPM:           "php-fpm8.2",
+		MaxPools:         2,
+		PoolStartTimeout: 10 * time.Second,
+		PoolStopTimeout:  10 * time.Second,
+		PoolDrainTimeout: 5 * time.Minute,
 	}
 }
 
@@ -216,12 +272,16 @@ func (c *Config) Validate() error {
 			bad("listen", "%q is not host:port", l)
 		}
 	}
+	c.validateTLS(bad)
 	if c.Root == "" {
 		bad("root", "required: the docroot, e.g. --root /srv/app/current/public")
 	} else if !filepath.IsAbs(c.Root) {
 		bad("root", "%q is not an absolute path", c.Root)
 	}
-	if len(c.FastCGI) == 0 {
+	switch {
+	case c.ManagedPool != "" && !slices.Equal(c.FastCGI, Default().FastCGI):
+		bad("fastcgi", "%q cannot be set with managed-pool: realroot then runs php-fpm itself, on sockets of its own", c.FastCGI)
+	case len(c.FastCGI) == 0:
 		bad("fastcgi", "at least one address is required")
 	}
 	for _, a := range c.FastCGI {
@@ -334,6 +394,25 @@ func (c *Config) Validate() error {
 	case "keep", "switch":
 	default:
 		bad("warm-failure", "%q is not keep or switch", c.WarmFailure)
+	}
+	if c.ManagedPool != "" {
+		if !filepath.IsAbs(c.ManagedPool) {
+			bad("managed-pool", "%q is not an absolute path", c.ManagedPool)
+		}
+		if c.PHPFPM == "" {
+			bad("php-fpm", "a binary is required with managed-pool, e.g. php-fpm8.2")
+		}
+		if c.MaxPools < 2 {
+			bad("max-pools", "%d is below 2 (a new release's pool starts while the current one serves)", c.MaxPools)
+		}
+		for _, t := range []struct {
+			key string
+			d   time.Duration
+		}{{"pool-start-timeout", c.PoolStartTimeout}, {"pool-stop-timeout", c.PoolStopTimeout}, {"pool-drain-timeout", c.PoolDrainTimeout}} {
+			if t.d < time.Millisecond {
+				bad(t.key, "%v is below 1ms", t.d)
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

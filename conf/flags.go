@@ -29,6 +29,12 @@ func FlagSet(c *Config) *flag.FlagSet {
 
 	str(&c.File, "config", "read settings from the TOML `FILE` first (keys named like the flags)")
 	fs.Var(&list{p: &c.Listen}, "listen", "`ADDR` (host:port) to serve HTTP on; repeatable")
+	fs.Var(&list{p: &c.TLSCert}, "tls-cert", "certificate `FILE` (PEM: leaf, then chain); with it the listen addresses speak HTTPS and HTTP/2; repeatable, the n-th with the n-th tls-key, chosen by SNI, the first by default; re-read on reload (default: plain HTTP)")
+	fs.Var(&list{p: &c.TLSKey}, "tls-key", "private key `FILE` (PEM) of the tls-cert in the same position; repeatable")
+	str(&c.HTTPSRedirect, "https-redirect", "plain-HTTP `ADDR`, host:port, answering 301 to https://host/path on the first listen address's port; needs tls-cert (default: off)")
+	fs.Var((*boolean)(&c.H2C), "h2c", "also serve HTTP/2 without TLS (prior knowledge) on the listen addresses, behind a load balancer that speaks it; not with tls-cert")
+	fs.Var((*boolean)(&c.ProxyProtocol), "proxy-protocol", "read a PROXY protocol v1 or v2 header on each connection to the listen addresses: required from a trusted-proxy, refused (connection closed) from any other peer")
+	fs.Var(&list{p: &c.TrustedProxies}, "trusted-proxy", "load balancer `CIDR` or address believed about the client: its PROXY header (with proxy-protocol), X-Forwarded-For and X-Forwarded-Proto; repeatable (default: none)")
 	str(&c.Root, "root", "the docroot, `DIR`; any component may be a symlink, e.g. /srv/app/current/public (required)")
 	fs.Var(&list{p: &c.FastCGI}, "fastcgi", "php-fpm's `ADDR`, unix:/path or host:port; repeatable (round-robin)")
 	str(&c.PingPath, "ping-path", "php-fpm's ping.path, `PATH`, asked by realroot check (default: a request for a missing script)")
@@ -68,6 +74,12 @@ func FlagSet(c *Config) *flag.FlagSet {
 	str(&c.WarmFailure, "warm-failure", "`ACTION` on a failed warm-up: keep (the previous release) or switch (anyway)")
 	str(&c.OnDrain, "on-drain", "shell `COMMAND` run once per drained release, with REALROOT_RELEASE, REALROOT_RELEASE_ROOT and REALROOT_GEN set (default: off)")
 	dur(&c.OnDrainTimeout, "on-drain-timeout", "bound on one on-drain run, a `DURATION`; then it is killed")
+	str(&c.ManagedPool, "managed-pool", "run php-fpm itself, one master per release, from the pool config template `FILE` ({{socket}}, {{release}}, {{root}}, {{name}}); not with fastcgi (default: off)")
+	str(&c.PHPFPM, "php-fpm", "php-fpm `BIN`ary of managed pools: a path, or a name looked up on PATH, then in /usr/sbin")
+	num(&c.MaxPools, "max-pools", "managed pools alive at once, `N` (at least 2): a new release waits for room, see docs/managed-pools.md")
+	dur(&c.PoolStartTimeout, "pool-start-timeout", "bound on a managed pool's start until it answers, and on its wait for room, a `DURATION`")
+	dur(&c.PoolStopTimeout, "pool-stop-timeout", "how long a managed pool has after SIGQUIT before SIGTERM, then SIGKILL, a `DURATION`")
+	dur(&c.PoolDrainTimeout, "pool-drain-timeout", "how long a previous release's managed pool waits for its requests before it is stopped anyway, a `DURATION`")
 	return fs
 }
 

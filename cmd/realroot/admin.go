@@ -88,7 +88,7 @@ func startAdmin(c conf.Config, srv *server, log *zap.Logger) (*adminListener, er
 	if err != nil {
 		return nil, err
 	}
-	h := admin.New(admin.Options{
+	opts := admin.Options{
 		Releases:  releasesOf(func() *resolve.Releases { return srv.cur.Load().root.rs }),
 		Metrics:   srv.metrics,
 		PoolStats: func() fcgi.PoolStats { return sumPoolStats(srv.cur.Load().up.clients) },
@@ -98,7 +98,12 @@ func startAdmin(c conf.Config, srv *server, log *zap.Logger) (*adminListener, er
 			return g.cfg, g.root.rs
 		}),
 		Logger: log,
-	})
+	}
+	if m := srv.pools; m != nil { // managed mode: the pools realroot runs
+		opts.PoolStats, opts.Pools = m.poolStats, m.info
+		opts.Ready = func(ctx context.Context) error { return m.ready(ctx, srv.cur.Load().root.rs) }
+	}
+	h := admin.New(opts)
 	a := &adminListener{hs: newAdminServer(h, log), addr: ln.Addr(), log: log, done: make(chan struct{})}
 	go func() {
 		defer close(a.done)

@@ -53,16 +53,31 @@ func check(args []string, getenv func(string) string, stdout io.Writer, sigs <-c
 	}()
 
 	docroot := c.Root
+	var rel *resolve.Release
 	if c.Root == "" || !filepath.IsAbs(c.Root) {
 		r.skip("root", "invalid")
 	} else {
 		rs, err := resolve.New(resolve.Options{Root: c.Root})
 		detail := ""
 		if err == nil {
-			docroot = rs.Current().Root
+			rel = rs.Current()
+			docroot = rel.Root
 			detail = "release " + docroot
 		}
 		r.step("root "+c.Root, detail, err)
+	}
+	if len(c.TLSCert) > 0 {
+		set, err := loadCerts(c.TLSCert, c.TLSKey)
+		r.step("tls", set.describe(), err)
+	}
+	if c.ManagedPool != "" { // no pool runs here: php-fpm tests the configuration
+		if rel == nil {
+			r.skip("managed-pool "+c.ManagedPool, "the root does not resolve")
+		} else {
+			detail, err := checkManagedPool(ctx, c, rel)
+			r.step("managed-pool "+c.ManagedPool, detail, err)
+		}
+		c.FastCGI = nil
 	}
 	for _, a := range c.FastCGI {
 		network, address, err := conf.ParseFastCGI(a)

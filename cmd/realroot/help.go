@@ -40,11 +40,18 @@ DESCRIPTION
     php-fpm accepts, forwards signals to it, reaps zombies when it is PID 1,
     and exits with php-fpm's status if php-fpm dies.
 
+    With managed-pool, realroot runs php-fpm itself instead (not with
+    fastcgi or --): one master per release, from a pool configuration
+    template, started before the release takes traffic and stopped once its
+    last request is done, so that no cache of PHP outlives its release
+    (docs/managed-pools.md).
+
     check validates the configuration, resolves the root and runs one
     FastCGI request on every php-fpm address (ping-path when set, else a
     missing script: any answer, even 404, proves php-fpm answers). It prints
     each step as "ok" or "failed: reason" and exits 1 if one failed; use it
-    as a readiness probe.
+    as a readiness probe. With managed-pool it runs php-fpm -t on the
+    template made for the current release instead.
 
     With admin set, serve also answers /metrics (Prometheus), /status
     (JSON: the current release, those draining and drained), /healthz and
@@ -100,7 +107,9 @@ SIGNALS
 		"and swap it in without dropping a connection or a request. An invalid configuration "+
 		"is rejected, its errors logged, and the running one kept. "+
 		strings.Join(names[:len(names)-1], ", ")+" and "+names[len(names)-1]+" need a restart: "+
-		"a reload keeps their running values. A php-fpm child gets SIGUSR2 (its graceful reload).",
+		"a reload keeps their running values. The tls-cert and tls-key files are read again "+
+		"(new connections get the new certificates), but turning TLS on or off needs a restart. "+
+		"A php-fpm child gets SIGUSR2 (its graceful reload).",
 		"        ", 78))
 	fmt.Fprint(w, `    SIGUSR1
         Reopen log-file and access-log-file (for logrotate). A php-fpm
@@ -120,9 +129,20 @@ EXAMPLES
     The same from a file, with a deny rule given on the command line:
         realroot --config /etc/realroot.toml --deny /dokuwiki/data
 
+    HTTPS and HTTP/2 on 443 with a certificate per name (by SNI), and
+    port 80 redirecting to it:
+        realroot --root /srv/app/current/public --listen 0.0.0.0:443 \
+                 --tls-cert /etc/ssl/a.pem --tls-key /etc/ssl/private/a.key \
+                 --tls-cert /etc/ssl/b.pem --tls-key /etc/ssl/private/b.key \
+                 --https-redirect 0.0.0.0:80
+
     Container entrypoint: start php-fpm, serve when it accepts:
         realroot --root /app/current/public --fastcgi unix:/run/php/fpm.sock \
                  --listen 0.0.0.0:8080 -- php-fpm8.2 -F -y /etc/php-fpm.conf
+
+    Managed mode: a fresh php-fpm master per release, from a pool template:
+        realroot --root /srv/app/current/public \
+                 --managed-pool /etc/realroot/pool.conf --warm /
 
     Check a configuration (e.g. as a readiness probe):
         REALROOT_CONFIG=/etc/realroot.toml realroot check
@@ -154,7 +174,7 @@ EXAMPLES
 
 SEE ALSO
     docs/configuration.md, docs/running.md, docs/deploying.md,
-    docs/migrating.md
+    docs/migrating.md, docs/tls.md, docs/managed-pools.md
 `)
 }
 

@@ -24,6 +24,9 @@ type restartSetting struct {
 // built.
 var restartOnly = []restartSetting{
 	{"listen", func(c *conf.Config, old conf.Config) { c.Listen = old.Listen }},
+	{"https-redirect", func(c *conf.Config, old conf.Config) { c.HTTPSRedirect = old.HTTPSRedirect }},
+	{"h2c", func(c *conf.Config, old conf.Config) { c.H2C = old.H2C }},
+	{"proxy-protocol", func(c *conf.Config, old conf.Config) { c.ProxyProtocol = old.ProxyProtocol }},
 	{"header-timeout", func(c *conf.Config, old conf.Config) { c.HeaderTimeout = old.HeaderTimeout }},
 	{"idle-timeout", func(c *conf.Config, old conf.Config) { c.IdleTimeout = old.IdleTimeout }},
 	{"log-file", func(c *conf.Config, old conf.Config) { c.LogFile = old.LogFile }},
@@ -50,6 +53,13 @@ func keepRestartOnly(c *conf.Config, old conf.Config) []string {
 			kept = append(kept, name)
 		}
 	}
+	// New certificate files are loaded on reload, but turning TLS on or
+	// off changes what the listeners speak.
+	if (len(c.TLSCert) == 0) != (len(old.TLSCert) == 0) {
+		c.TLSCert, c.TLSKey = old.TLSCert, old.TLSKey
+		kept = append(kept, "tls-cert", "tls-key")
+		slices.Sort(kept)
+	}
 	return kept
 }
 
@@ -69,10 +79,17 @@ func (d *daemon) reloadConfig(srv *server) {
 		d.log.Warn("changing these settings needs a restart; they keep their running values",
 			zap.Strings("settings", kept))
 	}
+	commit, err := d.front.prepare(c) // loads the certificates
+	if err != nil {
+		d.log.Error("reload rejected; the running configuration is kept",
+			zap.Strings("errors", strings.Split(err.Error(), "\n")))
+		return
+	}
 	if err := srv.reload(c); err != nil {
 		d.log.Error("reload rejected; the running configuration is kept", zap.Error(err))
 		return
 	}
+	commit()
 	if lvl, err := zapcore.ParseLevel(c.LogLevel); err == nil {
 		d.logs.level.SetLevel(lvl)
 	}

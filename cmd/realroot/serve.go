@@ -50,6 +50,9 @@ func loadConfig(args []string, getenv func(string) string) (conf.Config, []strin
 	if len(rest) > 0 && (len(args) == len(rest) || args[len(args)-len(rest)-1] != "--") {
 		return c, nil, &usageError{fmt.Errorf("unexpected arguments %q (put -- before a php-fpm command)", rest)}
 	}
+	if len(rest) > 0 && c.ManagedPool != "" {
+		return c, nil, &usageError{errors.New("managed-pool: not with -- PHP-FPM-COMMAND: in managed mode realroot starts php-fpm itself, once per release")}
+	}
 	if err := validate(&c); err != nil {
 		return c, nil, &usageError{err}
 	}
@@ -73,6 +76,7 @@ type daemon struct {
 	logs   *logs
 	log    *zap.Logger
 	reload func() (conf.Config, error)
+	front  *frontend // TLS, HTTP/2, the PROXY protocol, the redirect to HTTPS
 }
 
 // exitCode is an exit status to return without printing anything more: the
@@ -85,6 +89,11 @@ func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) 
 // With argv, it starts php-fpm first and waits until it accepts. ready, if
 // not nil, gets the listeners' addresses once they accept.
 func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready func([]net.Addr)) error {
+	fe, err := newFrontend(d.cfg, d.log) // before php-fpm: a bad certificate fails fast
+	if err != nil {
+		return err
+	}
+	d.front = fe
 	var r *reaper
 	if os.Getpid() == 1 {
 		r = startReaper(d.log.Named("reaper"))
@@ -103,7 +112,7 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 		}
 	}
 
-	srv, err := newServer(d.cfg, d.logs)
+	srv, err := newServer(d.cfg, d.logs, r)
 	if err != nil {
 		d.stopChild(ch)
 		return err
@@ -119,19 +128,21 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 			d.stopChild(ch)
 			return fmt.Errorf("listen: %w", err)
 		}
-		lns = append(lns, ln)
+		lns = append(lns, fe.wrap(ln))
 	}
 	var adm *adminListener
-	if d.cfg.Admin != "" {
-		var err error
-		if adm, err = startAdmin(d.cfg, srv, d.log.Named("admin")); err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			srv.close(context.Background())
-			d.stopChild(ch)
-			return err
+	err = fe.startRedirect(lns[0].Addr())
+	if err == nil && d.cfg.Admin != "" {
+		adm, err = startAdmin(d.cfg, srv, d.log.Named("admin"))
+	}
+	if err != nil {
+		fe.stop(context.Background())
+		for _, l := range lns {
+			l.Close()
 		}
+		srv.close(context.Background())
+		d.stopChild(ch)
+		return err
 	}
 	errLog, _ := zap.NewStdLogAt(d.log.Named("http"), zap.WarnLevel)
 	hs := &http.Server{
@@ -141,6 +152,7 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          errLog,
 	}
+	fe.configure(hs)
 	serveErr := make(chan error, len(lns))
 	addrs := make([]net.Addr, len(lns))
 	for i, ln := range lns {
@@ -155,13 +167,14 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 		zap.Strings("listen", addrStrings(addrs)),
 		zap.String("root", d.cfg.Root),
 		zap.String("release", srv.cur.Load().root.rs.Current().Root),
-		zap.Strings("fastcgi", d.cfg.FastCGI),
+		fastcgiField(d.cfg),
 		zap.String("config", d.cfg.File),
 		zap.String("version", version),
 	}
 	if adm != nil {
 		fields = append(fields, zap.Stringer("admin", adm.addr))
 	}
+	fields = append(fields, fe.fields()...)
 	d.log.Info("serving", fields...)
 	if ready != nil {
 		ready(addrs)
@@ -191,6 +204,9 @@ loop:
 				}
 				if ch != nil {
 					ch.signal(syscall.SIGUSR1) // php-fpm reopens its logs
+				}
+				if srv.pools != nil {
+					srv.pools.signal(syscall.SIGUSR1)
 				}
 			}
 		case <-childDone:
@@ -239,6 +255,7 @@ func (d *daemon) drain(hs *http.Server, adm *adminListener, srv *server, ch *chi
 		d.log.Warn("in-flight requests cut short; closing connections", zap.Error(err))
 		hs.Close()
 	}
+	d.front.stop(ctx)
 	gctx, gcancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer gcancel()
 	if err := srv.close(gctx); err != nil {
@@ -313,4 +330,12 @@ func addrStrings(addrs []net.Addr) []string {
 		s[i] = a.String()
 	}
 	return s
+}
+
+// fastcgiField names where PHP requests go, for the serving log line.
+func fastcgiField(c conf.Config) zap.Field {
+	if c.ManagedPool != "" {
+		return zap.String("managed_pool", c.ManagedPool)
+	}
+	return zap.Strings("fastcgi", c.FastCGI)
 }

@@ -30,6 +30,7 @@ type server struct {
 	cur     atomic.Pointer[generation]
 	metrics *admin.Metrics // every generation's handler observes into it
 	drain   *drainHook     // nil without on-drain
+	pools   *managedPools  // nil unless managed-pool: realroot runs php-fpm
 
 	mu sync.Mutex     // serializes reloads and reference counts
 	wg sync.WaitGroup // watchers and the goroutines retiring generations
@@ -57,17 +58,29 @@ const retiredBit = 1 << 62
 type rootWatch struct {
 	rs     *resolve.Releases
 	cancel context.CancelFunc
-	refs   int // generations using it; guarded by server.mu
+	pools  *poolRoot // its releases' php-fpm pools in managed mode, else nil
+	refs   int       // generations using it; guarded by server.mu
 }
 
-// newServer builds the first generation from c.
-func newServer(c conf.Config, logs *logs) (*server, error) {
+// newServer builds the first generation from c. In managed mode it starts
+// the current release's php-fpm pool (with r, the reaper, when realroot is
+// PID 1).
+func newServer(c conf.Config, logs *logs, r *reaper) (*server, error) {
 	s := &server{logs: logs, log: logs.main, metrics: admin.NewMetrics()}
 	if c.OnDrain != "" {
 		s.drain = newDrainHook(c.OnDrain, c.OnDrainTimeout, s.log.Named("on-drain"))
 	}
+	if c.ManagedPool != "" {
+		var err error
+		if s.pools, err = newManaged(c, r, s.log.Named("pools")); err != nil {
+			return nil, err
+		}
+	}
 	g, err := s.build(c, nil)
 	if err != nil {
+		if s.pools != nil {
+			s.pools.close()
+		}
 		return nil, err
 	}
 	s.cur.Store(g)
@@ -123,13 +136,16 @@ func (s *server) reload(c conf.Config) error {
 	return nil
 }
 
-// close retires the current generation and waits, at most until ctx is
-// done, for its requests and every watcher to end. Call it after
-// http.Server.Shutdown.
+// close retires the current generation, stops the managed php-fpm pools,
+// and waits, at most until ctx is done, for its requests and every watcher
+// to end. Call it after http.Server.Shutdown.
 func (s *server) close(ctx context.Context) error {
 	s.mu.Lock()
 	s.retire(s.cur.Load())
 	s.mu.Unlock()
+	if s.pools != nil {
+		s.pools.close() // each within pool-stop-timeout
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -162,6 +178,12 @@ func (s *server) retire(g *generation) {
 // new root by a reload gets the same.
 func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
 	g := &generation{cfg: c, drained: make(chan struct{})}
+	if (s.pools != nil) != (c.ManagedPool != "") {
+		return nil, errors.New("managed-pool: turning managed mode on or off needs a restart")
+	}
+	if s.pools != nil {
+		s.pools.configure(c)
+	}
 	var run func()
 	if prev != nil && prev.cfg.Root == c.Root && prev.cfg.PollInterval == c.PollInterval {
 		g.root = prev.root
@@ -191,21 +213,33 @@ func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
 		if s.drain != nil {
 			opts.OnDrain = s.drain.OnDrain
 		}
+		var pools *poolRoot
+		if s.pools != nil {
+			pools = s.pools.attach(&opts)
+		}
 		rs, err := resolve.New(opts)
 		if err != nil {
 			return nil, err
 		}
+		if pools != nil {
+			if err := pools.start(rs); err != nil {
+				return nil, err
+			}
+		}
 		ctx, cancel := context.WithCancel(context.Background())
-		g.root = &rootWatch{rs: rs, cancel: cancel}
+		g.root = &rootWatch{rs: rs, cancel: cancel, pools: pools}
 		run = func() {
 			if err := rs.Run(ctx); err != nil {
 				s.log.Error("watching the root stopped", zap.String("root", c.Root), zap.Error(err))
 			}
 		}
 	}
-	if prev != nil && sameUpstream(prev.cfg, c) {
+	switch {
+	case prev != nil && sameUpstream(prev.cfg, c):
 		g.up = prev.up
-	} else {
+	case s.pools != nil:
+		g.up = &upstream{pools: s.pools}
+	default:
 		g.up = newUpstream(c)
 	}
 	g.root.refs++
@@ -227,6 +261,7 @@ func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
 		Params:          c.Params,
 		Deny:            c.Deny,
 		CacheControl:    cache,
+		TrustedProxies:  trustedPrefixes(c),
 		Logger:          s.log.Named("proxy"),
 		AccessLog:       s.logs.access(c.AccessLog),
 		Observer:        s.metrics,
@@ -241,15 +276,20 @@ func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
 func (s *server) unref(g *generation) {
 	if g.root.refs--; g.root.refs == 0 {
 		g.root.cancel()
+		if g.root.pools != nil {
+			g.root.pools.close()
+		}
 	}
 	if g.up.refs--; g.up.refs == 0 {
 		g.up.close()
 	}
 }
 
-// upstream sends requests to one or several php-fpm addresses, round-robin.
+// upstream sends requests to one or several php-fpm addresses, round-robin,
+// or in managed mode to the pool of the request's release.
 type upstream struct {
 	clients []*fcgi.Client
+	pools   *managedPools // managed mode: clients is empty
 	next    atomic.Uint32
 	refs    int // generations using it; guarded by server.mu
 }
@@ -290,6 +330,9 @@ func sameUpstream(a, b conf.Config) bool {
 // Do sends req to the next address. When it cannot connect and the request
 // has no body (nothing was consumed), the other addresses are tried.
 func (u *upstream) Do(ctx context.Context, req *gofast.Request) (*fcgi.Response, error) {
+	if u.pools != nil {
+		return u.pools.Do(ctx, req)
+	}
 	if len(u.clients) == 1 {
 		return u.clients[0].Do(ctx, req)
 	}

@@ -59,6 +59,9 @@ type Options struct {
 	ReadyCache time.Duration
 	// ReadyTimeout bounds one Ready call. Zero means 2s.
 	ReadyTimeout time.Duration
+	// Pools returns the php-fpm pools realroot runs itself (managed mode),
+	// for /status and /metrics. Nil means none: php-fpm is run by others.
+	Pools func() []Pool
 	// Logger receives errors gathering metrics. Nil means none.
 	Logger *zap.Logger
 }
@@ -76,6 +79,36 @@ type Status struct {
 	Stats    resolve.Stats `json:"release_stats"`
 	PHPFPM   Readiness     `json:"php_fpm"`
 	Pool     *PoolStatus   `json:"pool,omitempty"`
+	// PHPFPMPools are the php-fpm pools realroot runs, one per release, in
+	// managed mode: those alive, oldest first, then those recently stopped.
+	PHPFPMPools []Pool `json:"php_fpm_pools,omitempty"`
+}
+
+// Pool is one php-fpm master that realroot runs for one release (managed
+// mode), with its workers.
+type Pool struct {
+	Name    string `json:"name"`
+	Release string `json:"release"` // the release directory
+	Root    string `json:"root"`    // the docroot in it
+	Gen     uint64 `json:"gen"`
+	PID     int    `json:"pid"` // the master's, also its process group's
+	Socket  string `json:"socket"`
+	// State is starting, warming (answering, warm-up running), serving
+	// (the current release's), draining (a previous release's, with
+	// requests in flight), stopping or stopped.
+	State      string    `json:"state"`
+	StateSince time.Time `json:"state_since"`
+	InFlight   int64     `json:"in_flight"` // FastCGI exchanges running on it
+	// Processes counts the master and its workers (its process group);
+	// RSS sums their VmRSS, so pages they share (OPcache's shared memory,
+	// libraries) count once per process that touched them.
+	Processes int       `json:"processes"`
+	RSS       int64     `json:"rss_bytes"`
+	Started   time.Time `json:"started"`
+	Stopped   time.Time `json:"stopped,omitzero"`
+	// Error says why a pool stopped other than after its release drained:
+	// it did not start, it exited, it was stopped by the drain timeout.
+	Error string `json:"error,omitempty"`
 }
 
 // Readiness is the last result of Options.Ready.
@@ -125,7 +158,7 @@ func New(opts Options) *Handler {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
-		&stateCollector{releases: opts.Releases, pool: opts.PoolStats, version: opts.Version, start: opts.Start},
+		&stateCollector{releases: opts.Releases, pool: opts.PoolStats, pools: opts.Pools, version: opts.Version, start: opts.Start},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -177,6 +210,9 @@ func (h *Handler) Status(ctx context.Context) Status {
 			Dials: p.Dials, Reuses: p.Reuses, Retries: p.Retries, Busy: p.Busy,
 			IdleClosed: p.IdleClosed, DeadOnReuse: p.DeadOnReuse,
 		}
+	}
+	if h.opts.Pools != nil {
+		s.PHPFPMPools = h.opts.Pools()
 	}
 	return s
 }

@@ -286,3 +286,35 @@ func TestStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestPools: the php-fpm pools of managed mode are in /status, and those
+// with processes in /metrics.
+func TestPools(t *testing.T) {
+	pools := []Pool{
+		{Name: "B-2", Release: "/srv/app/releases/B", Gen: 2, PID: 20, State: "serving", InFlight: 1, Processes: 5, RSS: 50 << 20},
+		{Name: "A-1", Release: "/srv/app/releases/A", Gen: 1, PID: 10, State: "draining", InFlight: 3, Processes: 5, RSS: 60 << 20},
+		{Name: "C-3", Release: "/srv/app/releases/C", Gen: 3, PID: 30, State: "stopped", Error: "php-fpm exited with status 78"},
+	}
+	h := New(Options{Releases: newFake(), Pools: func() []Pool { return pools }})
+	_, body := get(t, h, "/status")
+	var s Status
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatalf("decode /status: %v\n%s", err, body)
+	}
+	if len(s.PHPFPMPools) != 3 || s.PHPFPMPools[1].RSS != 60<<20 || s.PHPFPMPools[2].Error == "" {
+		t.Errorf("/status php_fpm_pools = %+v; want the 3 pools", s.PHPFPMPools)
+	}
+	mfs := scrape(t, h)
+	if got := metric(t, mfs, "realroot_php_fpm_pool_rss_bytes", "pool", "A-1", "state", "draining"); got != 60<<20 {
+		t.Errorf("rss of A-1 = %v; want %v", got, 60<<20)
+	}
+	if got := metric(t, mfs, "realroot_php_fpm_pool_in_flight", "pool", "B-2", "gen", "2"); got != 1 {
+		t.Errorf("in flight of B-2 = %v; want 1", got)
+	}
+	if n := len(mfs["realroot_php_fpm_pool_processes"].GetMetric()); n != 2 {
+		t.Errorf("%d series of realroot_php_fpm_pool_processes; want 2 (the stopped pool has none)", n)
+	}
+	if _, ok := scrape(t, New(Options{Releases: newFake()}))["realroot_php_fpm_pool_rss_bytes"]; ok {
+		t.Errorf("pool metrics without Options.Pools")
+	}
+}

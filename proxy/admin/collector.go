@@ -14,6 +14,7 @@ import (
 type stateCollector struct {
 	releases Releases
 	pool     func() fcgi.PoolStats // nil: no pool metrics
+	pools    func() []Pool         // nil: no managed php-fpm pools
 	version  string
 	start    time.Time
 }
@@ -64,6 +65,13 @@ var (
 		"Idle connections closed after the idle timeout.")
 	descDeadOnReuse = desc("realroot_fastcgi_dead_on_reuse_total",
 		"Kept connections found closed by php-fpm when taken for reuse.")
+
+	descPoolInFlight = desc("realroot_php_fpm_pool_in_flight",
+		"FastCGI exchanges running on each php-fpm pool realroot runs (managed mode).", "pool", "release", "gen", "state")
+	descPoolRSS = desc("realroot_php_fpm_pool_rss_bytes",
+		"Sum of the VmRSS of each php-fpm pool's master and workers (shared pages count once per process).", "pool", "release", "gen", "state")
+	descPoolProcesses = desc("realroot_php_fpm_pool_processes",
+		"Processes of each php-fpm pool: its master and workers.", "pool", "release", "gen", "state")
 )
 
 // Describe implements prometheus.Collector.
@@ -74,6 +82,11 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 		descBuildInfo, descStartTime,
 	} {
 		ch <- d
+	}
+	if c.pools != nil {
+		ch <- descPoolInFlight
+		ch <- descPoolRSS
+		ch <- descPoolProcesses
 	}
 	if c.pool != nil {
 		for _, d := range []*prometheus.Desc{
@@ -116,6 +129,17 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descBuildInfo, 1, c.version)
 	gauge(descStartTime, float64(c.start.UnixNano())/1e9)
 
+	if c.pools != nil {
+		for _, p := range c.pools() {
+			if p.State == "stopped" {
+				continue
+			}
+			l := []string{p.Name, p.Release, strconv.FormatUint(p.Gen, 10), p.State}
+			gauge(descPoolInFlight, float64(p.InFlight), l...)
+			gauge(descPoolRSS, float64(p.RSS), l...)
+			gauge(descPoolProcesses, float64(p.Processes), l...)
+		}
+	}
 	if c.pool == nil {
 		return
 	}

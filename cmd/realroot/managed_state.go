@@ -1,0 +1,203 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"realroot/resolve"
+)
+
+// The life of the managed pools after they start: serving, draining,
+// stopping, exiting, and the retries they trigger.
+
+// route is one entry of the routing table.
+type route struct {
+	root string
+	warm bool // takes warm-up requests only
+	p    *fpmPool
+}
+
+// setState moves p to s unless it is stopping already.
+func (m *managedPools) setState(p *fpmPool, s poolState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p.state < poolStopping {
+		p.state, p.since = s, time.Now()
+		m.route()
+	}
+}
+
+// promote makes p its root's serving pool; the pool serving until now
+// drains. A restarted pool (restart) is refused once another pool serves:
+// its release has been superseded meanwhile. On error, the caller stops p.
+func (m *managedPools) promote(p *fpmPool, restart bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case p.state >= poolStopping:
+		if p.err != nil {
+			return fmt.Errorf("php-fpm pool %s: %w", p.name, p.err)
+		}
+		return fmt.Errorf("php-fpm pool %s stopped", p.name)
+	case m.closed || p.owner.closed:
+		return errShuttingDown
+	case restart && slices.ContainsFunc(m.alive, func(q *fpmPool) bool { return q.owner == p.owner && q.state == poolServing }):
+		return errors.New("its release is no longer current")
+	default:
+		now := time.Now()
+		for _, q := range m.alive {
+			if q.owner == p.owner && q.state == poolServing {
+				q.state, q.since = poolDraining, now
+				q.log.Info("php-fpm pool draining", zap.Int64("in_flight", q.rel.InFlight()))
+				m.wg.Go(func() { m.drain(q) })
+			}
+		}
+		p.state, p.since = poolServing, now
+		m.route()
+		return nil
+	}
+}
+
+// route rebuilds the routing table. m.mu is held.
+func (m *managedPools) route() {
+	var rt []route
+	for _, p := range slices.Backward(m.alive) {
+		switch p.state {
+		case poolWarming, poolServing, poolDraining:
+			rt = append(rt, route{root: p.rel.Root, warm: p.state == poolWarming, p: p})
+		}
+	}
+	m.routes.Store(&rt)
+}
+
+// drain stops q once its release has drained, or pool-drain-timeout passed.
+func (m *managedPools) drain(q *fpmPool) {
+	m.mu.Lock()
+	timeout := m.cfg.PoolDrainTimeout
+	m.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	var why error
+	select {
+	case <-q.rel.Drained():
+	case <-t.C:
+		why = fmt.Errorf("stopped by pool-drain-timeout %v with %d requests in flight", timeout, q.rel.InFlight())
+		q.log.Warn("php-fpm pool still busy; stopping it", zap.Duration("timeout", timeout),
+			zap.Int64("in_flight", q.rel.InFlight()))
+	case <-q.ch.done: // exited: watch handles it
+		return
+	case <-m.ctx.Done(): // close stops it
+		return
+	}
+	m.stopPool(q, why)
+}
+
+// stopPool stops p gracefully, unless it is stopping already. why, if not
+// nil, says why it stopped before its release drained.
+func (m *managedPools) stopPool(p *fpmPool, why error) {
+	m.mu.Lock()
+	if p.state >= poolStopping {
+		m.mu.Unlock()
+		return
+	}
+	p.state, p.since = poolStopping, time.Now()
+	m.route()
+	timeout := m.cfg.PoolStopTimeout
+	m.mu.Unlock()
+	start := time.Now()
+	p.stop(timeout)
+	if code := p.ch.exitCode(); why == nil && code != 0 {
+		// Killed, or crashed, before or while it was asked to stop:
+		// SIGQUIT alone ends php-fpm with 0.
+		why = fmt.Errorf("php-fpm exited with status %d", code)
+	}
+	m.finish(p, why)
+	reason := "release drained"
+	if why != nil {
+		reason = why.Error()
+	}
+	p.log.Info("php-fpm pool stopped", zap.String("reason", reason), zap.Duration("duration", time.Since(start)))
+}
+
+// watch waits for p's master to exit. An exit realroot did not ask for is
+// logged; a serving pool is then started again.
+func (m *managedPools) watch(p *fpmPool) {
+	<-p.ch.done
+	m.mu.Lock()
+	was := p.state
+	if was >= poolStopping {
+		m.mu.Unlock()
+		return // stopPool's
+	}
+	p.state, p.since = poolStopping, time.Now()
+	m.route()
+	timeout := m.cfg.PoolStopTimeout
+	m.mu.Unlock()
+	err := fmt.Errorf("php-fpm exited with status %d while %s", p.ch.exitCode(), was)
+	p.log.Error("php-fpm pool exited", zap.Stringer("state", was), zap.Int("status", p.ch.exitCode()),
+		zap.Int64("in_flight", p.inFlight.Load()))
+	p.stop(timeout) // its workers, its socket
+	m.finish(p, err)
+	if was == poolServing {
+		m.wg.Go(func() { m.restart(p.owner, p.rel) })
+	}
+}
+
+// restart starts a pool again for rel, whose pool exited while serving, with
+// a growing delay between attempts, for as long as rel is current.
+func (m *managedPools) restart(r *poolRoot, rel *resolve.Release) {
+	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		m.mu.Lock()
+		stale := r.closed || r.rs == nil || r.rs.Current() != rel
+		m.mu.Unlock()
+		if stale {
+			return
+		}
+		p, err := m.launch(m.ctx, r, rel)
+		if err == nil {
+			if err = m.promote(p, true); err == nil {
+				p.log.Info("php-fpm pool restarted")
+				return
+			}
+			m.stopPool(p, err)
+		}
+		m.log.Error("php-fpm pool restart failed", zap.String("release", rel.Dir), zap.Uint64("gen", rel.Gen),
+			zap.Duration("retry_in", min(2*delay, 30*time.Second)), zap.Error(err))
+	}
+}
+
+// finish moves p, whose processes are gone, to the stopped pools, and
+// retries the releases refused for lack of room.
+func (m *managedPools) finish(p *fpmPool, why error) {
+	m.mu.Lock()
+	p.state, p.since, p.stopped, p.err = poolStopped, time.Now(), time.Now(), why
+	m.alive = slices.DeleteFunc(m.alive, func(q *fpmPool) bool { return q == p })
+	m.gone = slices.Insert(m.gone, 0, p)
+	if len(m.gone) > keepGone {
+		clear(m.gone[keepGone:])
+		m.gone = m.gone[:keepGone]
+	}
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.route()
+	for _, r := range m.roots {
+		if r.retry && !m.closed && r.rs != nil {
+			r.retry = false
+			m.wg.Go(func() {
+				if _, err := r.rs.Refresh(); err != nil {
+					m.log.Debug("retried switch failed", zap.Error(err)) // resolve logged why
+				}
+			})
+		}
+	}
+	m.mu.Unlock()
+}
