@@ -88,6 +88,23 @@ type Config struct {
 	// CacheControl: cache-control PATTERN=VALUE, the Cache-Control header of
 	// static files; the first matching rule wins. Default none.
 	CacheControl []CacheRule
+	// Headers: header PATTERN=NAME: VALUE, headers added to responses (static
+	// and PHP) whose URL path matches; PHP's own header of that name wins.
+	// Default none.
+	Headers []HeaderRule
+	// Compress: compress, gzip or brotli for clients that accept them, on
+	// compressible types. Default true.
+	Compress bool
+	// CompressMinSize: compress-min-size, smallest body compressed. Default 1k.
+	CompressMinSize Size
+	// InternalLocations: internal-location PREFIX=DIR, where an
+	// X-Accel-Redirect to a path under PREFIX is served from (nginx's
+	// internal location); other X-Accel-Redirect paths are served from the
+	// release. Default none.
+	InternalLocations map[string]string
+	// SendfileDirs: sendfile-dir, directories X-Sendfile may name files in.
+	// Default none: X-Sendfile is ignored.
+	SendfileDirs []string
 	// BodyTimeout: body-timeout, longest wait between two reads of a
 	// request body; a client that stalls longer gets 408 (nginx's
 	// client_body_timeout). Default 60s.
@@ -218,6 +235,20 @@ type CacheRule struct {
 // String is the rule as written: MATCH=VALUE.
 func (r CacheRule) String() string { return r.Match + "=" + r.Value }
 
+// HeaderRule is one header rule: responses whose URL path matches Match
+// (like CacheRule's) get the header Name: Value.
+type HeaderRule struct {
+	Match, Name, Value string
+}
+
+// String is the rule as written: MATCH=NAME: VALUE.
+func (r HeaderRule) String() string { return r.Match + "=" + r.Name + ": " + r.Value }
+
+// validMatch reports whether m is .ext, /prefix or *.
+func validMatch(m string) bool {
+	return m == "*" || (len(m) >= 2 && (m[0] == '/' || (m[0] == '.' && !strings.ContainsAny(m[1:], "./"))))
+}
+
 // Default returns the defaults.
 func Default() Config {
 	return Config{
@@ -227,6 +258,8 @@ func Default() Config {
 		FrontController: "/index.php",
 		PHPExtensions:   []string{".php"},
 		MaxBodySize:     1 << 20,
+		Compress:        true,
+		CompressMinSize: 1 << 10,
 		BodyTimeout:     60 * time.Second,
 		MaxURILength:    8 << 10,
 		DialTimeout:     5 * time.Second,
@@ -321,9 +354,36 @@ func (c *Config) Validate() error {
 			bad("param", "%q is not a param name", k)
 		}
 	}
+	for _, r := range c.Headers {
+		if !validMatch(r.Match) {
+			bad("header", "%q does not match .ext, /prefix or *", r.String())
+		}
+		if r.Name == "" || strings.ContainsFunc(r.Name, func(c rune) bool { return c <= ' ' || c >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", c) }) {
+			bad("header", "%q has no header name, or one that is not a token", r.String())
+		}
+		if strings.ContainsFunc(r.Value, isCtl) {
+			bad("header", "%q has control characters in its value", r.String())
+		}
+	}
+	if c.CompressMinSize < 0 {
+		bad("compress-min-size", "%s is negative", c.CompressMinSize.String())
+	}
+	for prefix, dir := range c.InternalLocations {
+		if !strings.HasPrefix(prefix, "/") {
+			bad("internal-location", "%q does not start with /", prefix+"="+dir)
+		}
+		if !filepath.IsAbs(dir) {
+			bad("internal-location", "%q: %q is not an absolute directory", prefix+"="+dir, dir)
+		}
+	}
+	for _, d := range c.SendfileDirs {
+		if !filepath.IsAbs(d) {
+			bad("sendfile-dir", "%q is not an absolute directory", d)
+		}
+	}
 	for _, r := range c.CacheControl {
 		m := r.Match
-		if m != "*" && (len(m) < 2 || (m[0] != '.' && m[0] != '/') || (m[0] == '.' && strings.ContainsAny(m[1:], "./"))) {
+		if !validMatch(m) {
 			bad("cache-control", "%q does not match .ext, /prefix or *", r.String())
 		}
 		if strings.TrimSpace(r.Value) == "" || strings.ContainsFunc(r.Value, isCtl) {

@@ -76,6 +76,18 @@ func TestKeys(t *testing.T) {
 		{"buffer-responses", `true`, "true", []string{"--buffer-responses"}, func(c *Config) { c.BufferResponses = true }},
 		{"max-uri-length", `"16k"`, "16k", []string{"--max-uri-length", "16k"}, func(c *Config) { c.MaxURILength = 16 << 10 }},
 		{"max-uri-length", `4096`, "4096", []string{"--max-uri-length=4096"}, func(c *Config) { c.MaxURILength = 4096 }},
+		{"compress", `false`, "false", []string{"--compress=false"}, func(c *Config) { c.Compress = false }},
+		{"compress-min-size", `"4k"`, "4k", []string{"--compress-min-size", "4k"}, func(c *Config) { c.CompressMinSize = 4 << 10 }},
+		{"header", `["*=X-Frame-Options: DENY", "/api=Cache-Control: no-store"]`, "*=X-Frame-Options: DENY\n/api=Cache-Control: no-store",
+			[]string{"--header", "*=X-Frame-Options: DENY", "--header", "/api=Cache-Control: no-store"},
+			func(c *Config) {
+				c.Headers = []HeaderRule{{"*", "X-Frame-Options", "DENY"}, {"/api", "Cache-Control", "no-store"}}
+			}},
+		{"internal-location", `["/protected/=/srv/app/shared/files/"]`, "/protected/=/srv/app/shared/files/",
+			[]string{"--internal-location", "/protected/=/srv/app/shared/files/"},
+			func(c *Config) { c.InternalLocations = map[string]string{"/protected/": "/srv/app/shared/files/"} }},
+		{"sendfile-dir", `["/srv/files", "/srv/more"]`, "/srv/files,/srv/more", []string{"--sendfile-dir", "/srv/files", "--sendfile-dir", "/srv/more"},
+			func(c *Config) { c.SendfileDirs = []string{"/srv/files", "/srv/more"} }},
 	}
 	for _, tt := range tests {
 		want := Default()
@@ -357,6 +369,16 @@ func TestValidate(t *testing.T) {
 			`cache-control: "css=public" does not match .ext, /prefix or *`},
 		{"cache-control value", func(c *Config) { c.CacheControl = []CacheRule{{".css", " "}} },
 			`cache-control: ".css= " has no header value, or one with control characters`},
+		{"header match", func(c *Config) { c.Headers = []HeaderRule{{"css", "X-A", "b"}} },
+			`header: "css=X-A: b" does not match .ext, /prefix or *`},
+		{"header name", func(c *Config) { c.Headers = []HeaderRule{{"*", "X A", "b"}} },
+			`header: "*=X A: b" has no header name, or one that is not a token`},
+		{"header value", func(c *Config) { c.Headers = []HeaderRule{{".js", "X-A", "b\nc"}} },
+			`header: ".js=X-A: b\nc" has control characters in its value`},
+		{"compress-min-size", func(c *Config) { c.CompressMinSize = -1 }, `compress-min-size: -1 is negative`},
+		{"internal-location", func(c *Config) { c.InternalLocations = map[string]string{"/p/": "files"} },
+			`internal-location: "/p/=files": "files" is not an absolute directory`},
+		{"sendfile-dir", func(c *Config) { c.SendfileDirs = []string{"files"} }, `sendfile-dir: "files" is not an absolute directory`},
 		{"dial-timeout", func(c *Config) { c.DialTimeout = 0 }, `dial-timeout: 0s is below 1ms`},
 		{"read-timeout", func(c *Config) { c.ReadTimeout = 0 }, `read-timeout: 0s is below 1ms`},
 		{"write-timeout", func(c *Config) { c.WriteTimeout = time.Microsecond }, `write-timeout: 1µs is below 1ms`},
@@ -400,7 +422,8 @@ func TestValidate(t *testing.T) {
 	err := all.Validate()
 	for _, tt := range tests {
 		switch tt.name {
-		case "no listen", "listen", "no root", "no fastcgi", "fastcgi", "no php-ext", "cache-control match", "max-uri-length 0", "warm":
+		case "no listen", "listen", "no root", "no fastcgi", "fastcgi", "no php-ext", "cache-control match", "max-uri-length 0", "warm",
+			"header match", "header name":
 			continue // a later case sets the same field
 		}
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

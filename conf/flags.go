@@ -45,6 +45,11 @@ func FlagSet(c *Config) *flag.FlagSet {
 	fs.Var(&c.MaxBodySize, "max-body-size", "largest request body, `SIZE` with k, m or g (0 = no limit; nginx's client_max_body_size)")
 	fs.Var(&params{p: &c.Params}, "param", "extra FastCGI param `NAME=VALUE`, sent last; repeatable")
 	fs.Var(&list{p: &c.Deny}, "deny", "URL path `PREFIX` answered 403, with everything below it; repeatable")
+	fs.Var(&headerRules{p: &c.Headers}, "header", "add a response header, `PATTERN=NAME: VALUE`; PATTERN is .ext, /prefix or *; PHP's own header wins; repeatable")
+	fs.Var((*boolean)(&c.Compress), "compress", "gzip or brotli for clients that accept them, on compressible types (never streams)")
+	fs.Var(&c.CompressMinSize, "compress-min-size", "smallest body compressed, a `SIZE`")
+	fs.Var(&params{p: &c.InternalLocations}, "internal-location", "serve an X-Accel-Redirect to a path under `PREFIX=DIR` from DIR (nginx's internal location); repeatable")
+	fs.Var(&list{p: &c.SendfileDirs}, "sendfile-dir", "`DIR` X-Sendfile may name files in; repeatable (default: none, X-Sendfile ignored)")
 	fs.Var(&cacheRules{p: &c.CacheControl}, "cache-control", "Cache-Control of static files, `PATTERN=VALUE`; PATTERN is .ext, /prefix or *; first match wins; repeatable")
 	dur(&c.BodyTimeout, "body-timeout", "longest wait between two reads of a request body, a `DURATION`; then 408 (client_body_timeout)")
 	fs.Var(&c.MaxURILength, "max-uri-length", "longest request target (path and query), a `SIZE` up to 64k; longer gets 414 (large_client_header_buffers)")
@@ -180,6 +185,39 @@ func (c *cacheRules) Set(v string) error {
 		*c.p, c.set = nil, true
 	}
 	*c.p = append(*c.p, CacheRule{Match: strings.TrimSpace(m), Value: strings.TrimSpace(val)})
+	return nil
+}
+
+// headerRules is the repeatable --header PATTERN=NAME: VALUE flag.
+type headerRules struct {
+	p   *[]HeaderRule
+	set bool
+}
+
+func (h *headerRules) sep() string { return "\n" }
+func (h *headerRules) reset()      { *h.p, h.set = []HeaderRule{}, true }
+
+func (h *headerRules) String() string {
+	if h.p == nil {
+		return ""
+	}
+	var b []string
+	for _, r := range *h.p {
+		b = append(b, r.String())
+	}
+	return strings.Join(b, ",")
+}
+
+func (h *headerRules) Set(v string) error {
+	m, nv, ok := strings.Cut(v, "=")
+	name, val, ok2 := strings.Cut(nv, ":")
+	if !ok || !ok2 || m == "" {
+		return fmt.Errorf("%q is not PATTERN=NAME: VALUE", v)
+	}
+	if !h.set {
+		*h.p, h.set = nil, true
+	}
+	*h.p = append(*h.p, HeaderRule{Match: strings.TrimSpace(m), Name: strings.TrimSpace(name), Value: strings.TrimSpace(val)})
 	return nil
 }
 

@@ -248,23 +248,32 @@ func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
 	for _, r := range c.CacheControl {
 		cache = append(cache, proxy.CacheRule{Match: r.Match, Value: r.Value})
 	}
+	var headers []proxy.HeaderRule
+	for _, r := range c.Headers {
+		headers = append(headers, proxy.HeaderRule{Match: r.Match, Name: r.Name, Value: r.Value})
+	}
 	g.handler = proxy.New(g.root.rs, g.up, proxy.Options{
-		Index:           c.Index,
-		FrontController: c.FrontControllerScript(),
-		PHPExtensions:   c.PHPExtensions,
-		ServerName:      c.ServerName,
-		ServerSoftware:  "realroot/" + version,
-		MaxBodySize:     maxBody(c.MaxBodySize),
-		BodyTimeout:     c.BodyTimeout,
-		MaxURILength:    int(c.MaxURILength),
-		BufferResponses: c.BufferResponses,
-		Params:          c.Params,
-		Deny:            c.Deny,
-		CacheControl:    cache,
-		TrustedProxies:  trustedPrefixes(c),
-		Logger:          s.log.Named("proxy"),
-		AccessLog:       s.logs.access(c.AccessLog),
-		Observer:        s.metrics,
+		Index:              c.Index,
+		FrontController:    c.FrontControllerScript(),
+		PHPExtensions:      c.PHPExtensions,
+		ServerName:         c.ServerName,
+		ServerSoftware:     "realroot/" + version,
+		MaxBodySize:        maxBody(c.MaxBodySize),
+		BodyTimeout:        c.BodyTimeout,
+		MaxURILength:       int(c.MaxURILength),
+		BufferResponses:    c.BufferResponses,
+		Params:             c.Params,
+		Deny:               c.Deny,
+		CacheControl:       cache,
+		Headers:            headers,
+		DisableCompression: !c.Compress,
+		CompressMinSize:    int64(c.CompressMinSize),
+		InternalLocations:  c.InternalLocations,
+		SendfileDirs:       c.SendfileDirs,
+		TrustedProxies:     trustedPrefixes(c),
+		Logger:             s.log.Named("proxy"),
+		AccessLog:          s.logs.access(c.AccessLog),
+		Observer:           s.metrics,
 	})
 	if run != nil {
 		s.wg.Go(run) // after g.handler is set: Prepare may read it
