@@ -7,7 +7,11 @@
 // Load mode: -c clients send requests back to back for -d, each waiting for
 // the whole response before sending the next, like wrk's connections.
 //
-//	fcgiload -fastcgi unix:/tmp/b/fpm.sock -c 16 -d 10s -root /srv/app/public -script /hello.php
+//	fcgiload -fastcgi unix:/tmp/b/fpm.sock -c 16 -d 10s -max-conns 8 -root /srv/app/public -script /hello.php
+//
+// Like realroot, it keeps at most -max-conns connections open
+// (FCGI_KEEP_CONN) and queues the clients beyond them; -keepalive=false
+// opens one per request, like nginx without fastcgi_keep_conn.
 //
 // Get mode: one request, its status and body on stdout, e.g. php-fpm's
 // status page (pm.status_path), which needs no script file.
@@ -22,6 +26,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -56,6 +61,8 @@ type config struct {
 	get              string // get mode: the path requested
 	url              string // HTTP mode: the URL requested
 	hang             time.Duration
+	maxConns         int  // the client's pool bound; 0: its default
+	keepAlive        bool // FCGI_KEEP_CONN, connections reused
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -68,6 +75,8 @@ func run(args []string, stdout io.Writer) error {
 	fs.StringVar(&c.root, "root", "", "DOCUMENT_ROOT: the release's real path (load mode)")
 	fs.StringVar(&c.script, "script", "", "SCRIPT_NAME below -root, e.g. /hello.php (load mode)")
 	fs.StringVar(&c.uri, "uri", "", "REQUEST_URI with its query (default: -script)")
+	fs.IntVar(&c.maxConns, "max-conns", 0, "FastCGI connections open at most, like realroot's --max-conns (0: the client's default, 8)")
+	fs.BoolVar(&c.keepAlive, "keepalive", true, "keep FastCGI connections open between requests (FCGI_KEEP_CONN)")
 	fs.StringVar(&c.get, "get", "", "send one request for this path (e.g. /fpm-status) and print the response")
 	fs.StringVar(&c.url, "http", "", "HTTP mode: load this URL instead of php-fpm")
 	fs.DurationVar(&c.hang, "hang", 5*time.Second, "HTTP mode: a request unanswered this long counts as hung")
@@ -87,7 +96,15 @@ func run(args []string, stdout io.Writer) error {
 	if c.network, c.address, err = splitAddr(*addr); err != nil {
 		return err
 	}
-	client := &fcgi.Client{Network: c.network, Address: c.address, ReadTimeout: c.timeout, WriteTimeout: c.timeout}
+	client := &fcgi.Client{
+		Network:          c.network,
+		Address:          c.address,
+		ReadTimeout:      c.timeout,
+		WriteTimeout:     c.timeout,
+		MaxConns:         c.maxConns,
+		DisableKeepAlive: !c.keepAlive,
+	}
+	defer client.Close()
 	if c.get != "" {
 		return getOne(client, &c, stdout)
 	}
@@ -201,7 +218,12 @@ func load(client *fcgi.Client, c *config, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "Running %v test @ %s:%s %s\n", c.duration, c.network, c.address, p["SCRIPT_FILENAME"])
-	fmt.Fprintf(stdout, "  %d clients, FastCGI without HTTP (realroot/proxy/fcgi.Client)\n", c.clients)
+	conns := "a connection per request"
+	if c.keepAlive {
+		conns = "kept connections"
+	}
+	fmt.Fprintf(stdout, "  %d clients, FastCGI without HTTP (realroot/proxy/fcgi.Client, %s, max-conns %d)\n",
+		c.clients, conns, cmp.Or(c.maxConns, 8))
 
 	results := make([]result, c.clients)
 	start := time.Now()

@@ -1,0 +1,629 @@
+#!/usr/bin/env bash
+# Benchmarks realroot against nginx in front of one private php-fpm, side by
+# side in one run, and prints req/s, p50, p99 per workload and front with the
+# ratios realroot/nginx.
+#
+#   fronts   nginx-plain   nginx, $realpath_root, a FastCGI connection per request
+#            nginx-keep    the same with fastcgi_keep_conn on + upstream keepalive 8
+#            realroot      this repository, built into the temp dir
+#            limit         internal/fcgiload: the same php-fpm over FastCGI with
+#                          no HTTP in between, the ceiling for any front
+#   loads    hello         /hello.php, echoes one line
+#            front         /app/route?id=1 -> index.php, which includes 50 files
+#            static        /static.css, 1 KiB
+#
+# Runs are interleaved (every front once per workload per round) so that
+# machine noise falls on all fronts alike; the table shows the median over
+# rounds. Each front runs alone: started before its run (1s warm-up), stopped
+# after, so that no front's kept FastCGI connections hold workers during
+# another's run. Then a saturation scenario: php-fpm with SAT_WORKERS
+# workers, a script sleeping 50 ms, SAT_CONNS clients (fcgiload -http): status
+# codes per front, requests left hanging, and php-fpm's status page after.
+#
+# Usage: scripts/bench.sh                       full run (DURATION=10 ROUNDS=2)
+#        DURATION=2 ROUNDS=1 scripts/bench.sh   smoke run
+# Environment: DURATION (s per run, 10), ROUNDS (2), CONNS (16), THREADS (2),
+# WORKERS (php-fpm pm.max_children, 8), SAT_WORKERS (4), SAT_CONNS (64),
+# SAT_DURATION (s, DURATION), BASE_PORT (18080), VERBOSE=1 (print raw output),
+# WORKLOADS (a subset of "hello front static"), SATURATION=0 (skip it).
+# Needs go, nginx, wrk, php-fpm 8.2 (scripts/deps.sh installs them); h2load
+# is used when realroot speaks HTTP/2 without TLS. Everything lives in a temp
+# dir, binds 127.0.0.1 only, and is stopped and removed on exit.
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-2}
+CONNS=${CONNS:-16}
+THREADS=${THREADS:-2}
+WORKERS=${WORKERS:-8}
+SAT_WORKERS=${SAT_WORKERS:-4}
+SAT_CONNS=${SAT_CONNS:-64}
+SAT_DURATION=${SAT_DURATION:-$DURATION}
+BASE_PORT=${BASE_PORT:-18080}
+VERBOSE=${VERBOSE:-0}
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+	say "$*"
+	exit 1
+}
+
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+# find_bin NAME: NAME on PATH or in an sbin directory.
+find_bin() {
+	command -v "$1" 2>/dev/null && return
+	local d
+	for d in /usr/sbin /sbin /usr/local/sbin; do
+		[ -x "$d/$1" ] && echo "$d/$1" && return
+	done
+	return 1
+}
+
+GO=$(find_bin go) || die "go not found"
+NGINX=$(find_bin nginx) || die "nginx not found: run scripts/deps.sh"
+WRK=$(find_bin wrk) || die "wrk not found: run scripts/deps.sh"
+FPM=$(find_bin php-fpm8.2) || FPM=$(find_bin php-fpm) || die "php-fpm8.2 not found: run scripts/deps.sh"
+H2LOAD=$(find_bin h2load) || H2LOAD=""
+
+# --- processes: every one started here is recorded and stopped on exit ----
+
+pids=()
+tmp=""
+
+stop_pid() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for i in $(seq 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	local pid
+	for pid in "${pids[@]}"; do
+		stop_pid "$pid"
+	done
+	pids=()
+	[ -n "$tmp" ] && rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME CMD...: starts CMD in the background, output in $tmp/NAME.out;
+# sets $started to its pid.
+started=""
+start() {
+	local name=$1
+	shift
+	"$@" >"$tmp/$name.out" 2>&1 </dev/null &
+	started=$!
+	pids+=("$started")
+}
+
+# stop PID: stops a process started with start and forgets it.
+stop() {
+	local pid=$1 keep=() p
+	stop_pid "$pid"
+	for p in "${pids[@]}"; do
+		[ "$p" = "$pid" ] || keep+=("$p")
+	done
+	pids=("${keep[@]}")
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_port PORT PID NAME: until PORT accepts and PID still runs (not an
+# older process on the port), or fail with NAME's output.
+wait_port() {
+	local i
+	for i in $(seq 100); do
+		kill -0 "$2" 2>/dev/null || break
+		if port_open "$1"; then
+			sleep 0.1
+			kill -0 "$2" 2>/dev/null && return 0
+			break
+		fi
+		sleep 0.1
+	done
+	cat "$tmp/$3.out" "$tmp/$3/error.log" >&2 2>/dev/null || true
+	die "$3 does not listen on 127.0.0.1:$1"
+}
+
+# stop_port PID PORT: stop, then wait until nothing listens on PORT (nginx
+# workers may outlive their master for a moment).
+stop_port() {
+	stop "$1"
+	local i
+	for i in $(seq 50); do
+		port_open "$2" || return 0
+		sleep 0.1
+	done
+	die "127.0.0.1:$2 still accepts after its front was stopped"
+}
+
+# http_get PORT PATH: the raw HTTP/1.0 response (no curl on a fresh machine).
+http_get() {
+	timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+		printf "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" "$2" >&3 && cat <&3' _ "$1" "$2"
+}
+
+# --- the temp dir, the binaries, the site ----------------------------------
+
+# Short: unix socket paths are limited to ~108 bytes.
+tmp=$(mktemp -d /tmp/rrbench.XXXXXX)
+chmod 755 "$tmp"
+
+say "building realroot and fcgiload"
+"$GO" build -o "$tmp/realroot" ./cmd/realroot
+"$GO" build -o "$tmp/fcgiload" ./internal/fcgiload
+
+site=$tmp/site
+rel=$site/releases/r1
+mkdir -p "$rel/public" "$rel/lib"
+ln -s releases/r1 "$site/current"
+docroot=$site/current/public # what every front is given
+realroot_dir=$rel/public      # $realpath_root: what php-fpm sees
+
+printf '<?php\necho "Hello, world!\\n";\n' >"$rel/public/hello.php"
+printf '<?php\nusleep(50000);\necho "slept\\n";\n' >"$rel/public/sleep.php"
+{
+	printf '<?php\n// A front controller: bootstrap ~50 files, route, answer.\n'
+	for i in $(seq -w 1 50); do
+		printf "require __DIR__ . '/../lib/Part%s.php';\n" "$i"
+		printf '<?php\nfinal class Part%s {\n\tpublic static function weight(): int { return %d; }\n}\n' \
+			"$i" "$((10#$i))" >"$rel/lib/Part$i.php"
+	done
+	printf '$sum = 0;\n'
+	for i in $(seq -w 1 50); do
+		printf '$sum += Part%s::weight();\n' "$i"
+	done
+	printf 'echo "front ", $_SERVER["REQUEST_URI"], " ", $sum, "\\n";\n'
+} >"$rel/public/index.php"
+head -c 1024 /dev/zero | tr '\0' 'a' | fold -w 63 >"$rel/public/static.css"
+truncate -s 1024 "$rel/public/static.css"
+
+# --- php-fpm ----------------------------------------------------------------
+
+ini=$tmp/php.ini
+{
+	[ -r /usr/lib/php/8.2/php.ini-production ] && cat /usr/lib/php/8.2/php.ini-production
+	printf '\n; bench\n[PHP]\n'
+	"$FPM" -c /dev/null -m 2>/dev/null | grep -qx 'Zend OPcache' || printf 'zend_extension = opcache\n'
+	printf '%s\n' 'opcache.enable = 1' 'opcache.validate_timestamps = 0' 'opcache.revalidate_path = 0' \
+		'realpath_cache_ttl = 120' 'realpath_cache_size = 4096k' 'display_errors = Off' 'log_errors = On'
+} >"$ini"
+
+# start_fpm NAME WORKERS: a private pm=static pool; sets $fpm_pid and $fpm_sock.
+start_fpm() {
+	local name=$1 workers=$2 dir=$tmp/$1
+	mkdir -p "$dir"
+	fpm_sock=$dir/fpm.sock
+	{
+		printf '[global]\npid = %s\nerror_log = %s\ndaemonize = no\nprocess_control_timeout = 2s\n' \
+			"$dir/php-fpm.pid" "$dir/php-fpm.log"
+		printf '[bench]\nlisten = %s\nlisten.mode = 0666\npm = static\npm.max_children = %d\n' "$fpm_sock" "$workers"
+		printf 'pm.max_requests = 0\npm.status_path = /fpm-status\nping.path = /fpm-ping\ncatch_workers_output = no\n'
+		if [ "$(id -u)" -eq 0 ]; then printf 'user = root\ngroup = root\n'; fi
+	} >"$dir/php-fpm.conf"
+	local args=(-F -y "$dir/php-fpm.conf" -c "$ini")
+	# php-fpm refuses to run as root without -R.
+	[ "$(id -u)" -eq 0 ] && args+=(-R)
+	start "$name" "$FPM" "${args[@]}"
+	fpm_pid=$started
+	local i
+	for i in $(seq 100); do
+		"$tmp/fcgiload" -fastcgi "unix:$fpm_sock" -get /fpm-ping -timeout 1s >/dev/null 2>&1 && return 0
+		kill -0 "$fpm_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$tmp/$name.out" "$dir/php-fpm.log" >&2 || true
+	die "php-fpm $name does not answer on $fpm_sock"
+}
+
+# --- nginx ------------------------------------------------------------------
+
+nginx_h2=0
+"$NGINX" -V 2>&1 | grep -q -- --with-http_v2_module && nginx_h2=1
+
+# start_nginx NAME PORT SOCK KEEP H2PORT: KEEP=1 adds fastcgi_keep_conn and
+# an upstream keepalive 8; H2PORT (or 0) adds an h2c listener. Sets $started.
+start_nginx() {
+	local name=$1 port=$2 sock=$3 keep=$4 h2port=$5 dir=$tmp/$1
+	mkdir -p "$dir"
+	local pass="unix:$sock" upstream="" keepconn="" types h2listen=""
+	if [ "$keep" = 1 ]; then
+		pass=php
+		upstream="upstream php { server unix:$sock; keepalive 8; }"
+		keepconn="fastcgi_keep_conn on;"
+	fi
+	if [ -r /etc/nginx/mime.types ]; then
+		types="include /etc/nginx/mime.types;"
+	else
+		types="types { text/html html; text/css css; application/javascript js; }"
+	fi
+	[ "$h2port" != 0 ] && h2listen="listen 127.0.0.1:$h2port http2;"
+	cat >"$dir/nginx.conf" <<EOF
+worker_processes 2;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+	$types
+	default_type application/octet-stream;
+	access_log off;
+	sendfile on;
+	tcp_nopush on;
+	keepalive_requests 1000000;
+	client_body_temp_path $dir/body;
+	fastcgi_temp_path $dir/fastcgi;
+	proxy_temp_path $dir/proxy;
+	scgi_temp_path $dir/scgi;
+	uwsgi_temp_path $dir/uwsgi;
+	$upstream
+	server {
+		listen 127.0.0.1:$port;
+		$h2listen
+		root $docroot;
+		index index.php index.html;
+		location / {
+			try_files \$uri \$uri/ /index.php?\$args;
+		}
+		location ~ [^/]\.php(/|\$) {
+			fastcgi_split_path_info ^(.+?\.php)(/.*)\$;
+			try_files \$fastcgi_script_name =404;
+			fastcgi_param QUERY_STRING \$query_string;
+			fastcgi_param REQUEST_METHOD \$request_method;
+			fastcgi_param CONTENT_TYPE \$content_type;
+			fastcgi_param CONTENT_LENGTH \$content_length;
+			fastcgi_param SCRIPT_NAME \$fastcgi_script_name;
+			fastcgi_param REQUEST_URI \$request_uri;
+			fastcgi_param DOCUMENT_URI \$document_uri;
+			fastcgi_param SERVER_PROTOCOL \$server_protocol;
+			fastcgi_param REQUEST_SCHEME \$scheme;
+			fastcgi_param HTTPS \$https if_not_empty;
+			fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+			fastcgi_param SERVER_SOFTWARE nginx/\$nginx_version;
+			fastcgi_param REMOTE_ADDR \$remote_addr;
+			fastcgi_param REMOTE_PORT \$remote_port;
+			fastcgi_param SERVER_ADDR \$server_addr;
+			fastcgi_param SERVER_PORT \$server_port;
+			fastcgi_param SERVER_NAME \$server_name;
+			fastcgi_param REDIRECT_STATUS 200;
+			fastcgi_param SCRIPT_FILENAME \$realpath_root\$fastcgi_script_name;
+			fastcgi_param DOCUMENT_ROOT \$realpath_root;
+			fastcgi_param PATH_INFO \$fastcgi_path_info;
+			fastcgi_pass $pass;
+			$keepconn
+		}
+	}
+}
+EOF
+	local args=(-p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" -g 'daemon off; master_process on;')
+	"$NGINX" "${args[@]}" -t >"$dir/test.out" 2>&1 || {
+		cat "$dir/test.out" >&2
+		die "nginx $name: bad configuration"
+	}
+	start "$name" "$NGINX" "${args[@]}"
+	wait_port "$port" "$started" "$name"
+}
+
+# --- realroot ---------------------------------------------------------------
+
+# The FastCGI pool's flags are being added; pass them once they exist.
+rr_help=$("$tmp/realroot" serve --help 2>&1 || true)
+rr_pool=0
+grep -q -- 'max-conns' <<<"$rr_help" && rr_pool=1
+rr_queue=0
+grep -q -- 'queue-timeout' <<<"$rr_help" && rr_queue=1
+
+# start_realroot NAME PORT SOCK MAXCONNS [ARG...]: sets $started.
+start_realroot() {
+	local name=$1 port=$2 sock=$3 maxconns=$4
+	shift 4
+	local args=(serve --listen "127.0.0.1:$port" --root "$docroot" --fastcgi "unix:$sock"
+		--access-log off --log-level warn "$@")
+	[ "$rr_pool" = 1 ] && args+=(--max-conns "$maxconns")
+	start "$name" "$tmp/realroot" "${args[@]}"
+	wait_port "$port" "$started" "$name"
+}
+
+# --- measuring --------------------------------------------------------------
+
+# parse: wrk's (or fcgiload's) output on stdin -> "req/s p50ms p99ms errors
+# requests".
+parse() {
+	awk '
+	function ms(v) {
+		if (v ~ /us$/) return v * 0.001
+		if (v ~ /ms$/) return v + 0
+		if (v ~ /s$/) return v * 1000
+		if (v ~ /m$/) return v * 60000
+		return v + 0
+	}
+	/^ +50%/ { p50 = ms($2) }
+	/^ +99%/ { p99 = ms($2) }
+	/^Requests\/sec:/ { rps = $2 }
+	/Non-2xx or 3xx responses:/ { err += $NF }
+	/Socket errors:/ { gsub(",", ""); err += $4 + $6 + $8 + $10 }
+	/^  Errors: / { err += $2 }
+	/ requests in / { n = $1 }
+	END { printf "%.2f %.3f %.3f %d %d\n", rps, p50, p99, err, n }'
+}
+
+declare -A url_path=([hello]=/hello.php [front]='/app/route?id=1' [static]=/static.css)
+declare -A port_of
+declare -A results # "workload front" -> lines "rps p50 p99 err", one per round
+
+# measure WORKLOAD FRONT SECONDS: one run; prints "rps p50 p99 err n". It
+# fails, showing the output, when the load generator gave no figures.
+measure() {
+	local w=$1 f=$2 secs=$3 out
+	if [ "$f" = limit ]; then
+		local script=/hello.php
+		[ "$w" = front ] && script=/index.php
+		out=$("$tmp/fcgiload" -fastcgi "unix:$main_sock" -c "$CONNS" -d "${secs}s" -max-conns "$WORKERS" \
+			-root "$realroot_dir" -script "$script" -uri "${url_path[$w]}" 2>&1) || true
+	else
+		out=$("$WRK" -t"$THREADS" -c"$CONNS" -d"${secs}s" --latency --timeout 5s \
+			"http://127.0.0.1:${port_of[$f]}${url_path[$w]}" 2>&1) || true
+	fi
+	[ "$VERBOSE" = 1 ] && printf '%s\n' "--- $w $f" "$out" >&2
+	if ! grep -q '^Requests/sec:' <<<"$out"; then
+		printf 'bench: %s via %s gave no figures:\n%s\n' "$w" "$f" "$out" >&2
+		return 1
+	fi
+	parse <<<"$out"
+}
+
+# median: numbers on stdin -> their median.
+median() {
+	sort -g | awk '{ v[NR] = $1 } END {
+		if (NR == 0) { print 0; exit }
+		if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# stat WORKLOAD FRONT COLUMN: the median over rounds of column (1 req/s,
+# 2 p50, 3 p99); column 4 (errors) is summed; column 5 is the number of
+# rounds in which not one request was answered.
+stat() {
+	local col=$3
+	if [ "$col" = 4 ]; then
+		awk '{ s += $4 } END { print s + 0 }' <<<"${results[$1 $2]}"
+	elif [ "$col" = 5 ]; then
+		awk 'NF && $5 == 0 { s++ } END { print s + 0 }' <<<"${results[$1 $2]}"
+	else
+		awk -v c="$col" '{ print $c }' <<<"${results[$1 $2]}" | median
+	fi
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+# --- the run ----------------------------------------------------------------
+
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+echo "# realroot benchmark $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "machine: $(nproc) cores, ${cpu:-unknown CPU}, $(uname -sr)"
+echo "versions: $("$GO" version | awk '{print $3}'), $("$FPM" -v | head -1 | awk '{print "php-fpm " $2}')," \
+	"$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $("$WRK" --version 2>&1 | head -1 | awk '{print "wrk " $2}')" \
+	"${H2LOAD:+, $("$H2LOAD" --version | head -1)}"
+echo "command: DURATION=$DURATION ROUNDS=$ROUNDS CONNS=$CONNS THREADS=$THREADS WORKERS=$WORKERS scripts/bench.sh"
+if [ "$rr_pool" = 1 ]; then
+	echo "realroot: FastCGI pool present (--max-conns $WORKERS, defaults otherwise); limit: fcgiload -max-conns $WORKERS"
+else
+	echo "realroot: no FastCGI pool yet (no --max-conns): a connection per request"
+fi
+echo "php-fpm: pm=static, $WORKERS workers, OPcache on, php.ini-production; wrk -t$THREADS -c$CONNS -d${DURATION}s"
+echo
+
+start_fpm fpm "$WORKERS"
+main_sock=$fpm_sock
+main_fpm=$fpm_pid
+port_of[nginx-plain]=$BASE_PORT
+port_of[nginx-keep]=$((BASE_PORT + 1))
+port_of[realroot]=$((BASE_PORT + 2))
+for f in nginx-plain nginx-keep realroot; do
+	port_open "${port_of[$f]}" && die "port ${port_of[$f]} is in use: set BASE_PORT"
+done
+
+# HTTP/2 rows only where both speak it without TLS (h2c, prior knowledge).
+h2=0
+if [ -n "$H2LOAD" ] && [ "$nginx_h2" = 1 ]; then
+	start_realroot realroot "${port_of[realroot]}" "$main_sock" "$WORKERS"
+	"$H2LOAD" -n 2 -c 1 "http://127.0.0.1:${port_of[realroot]}/hello.php" 2>&1 | grep -q '2 succeeded' && h2=1
+	stop_port "$started" "${port_of[realroot]}"
+fi
+
+# start_front FRONT: starts FRONT on its port in front of the main pool (and
+# an h2c listener on port+100 for nginx when $h2); sets $started.
+start_front() {
+	local h2p=0
+	[ "$h2" = 1 ] && h2p=$((${port_of[$1]} + 100))
+	case $1 in
+	realroot) start_realroot realroot "${port_of[realroot]}" "$main_sock" "$WORKERS" ;;
+	nginx-plain) start_nginx nginx-plain "${port_of[nginx-plain]}" "$main_sock" 0 "$h2p" ;;
+	nginx-keep) start_nginx nginx-keep "${port_of[nginx-keep]}" "$main_sock" 1 "$h2p" ;;
+	esac
+}
+
+# Every front must give the same answers before anything is measured.
+for f in nginx-plain nginx-keep realroot; do
+	start_front "$f"
+	resp=$(http_get "${port_of[$f]}" /hello.php) || die "$f: GET /hello.php failed"
+	grep -q '^HTTP/1\.[01] 200' <<<"$resp" && grep -q 'Hello, world!' <<<"$resp" ||
+		die "$f: GET /hello.php: unexpected response:"$'\n'"$resp"
+	resp=$(http_get "${port_of[$f]}" '/app/route?id=1') || die "$f: GET /app/route failed"
+	grep -q 'front /app/route?id=1 1275' <<<"$resp" || die "$f: front controller: unexpected response:"$'\n'"$resp"
+	resp=$(http_get "${port_of[$f]}" /static.css) || die "$f: GET /static.css failed"
+	grep -qi '^Content-Length: 1024' <<<"$resp" || die "$f: static: unexpected response:"$'\n'"$resp"
+	stop_port "$started" "${port_of[$f]}"
+done
+
+read -r -a workloads <<<"${WORKLOADS:-hello front static}"
+for w in "${workloads[@]}"; do
+	[ -n "${url_path[$w]:-}" ] || die "WORKLOADS: unknown workload $w (hello, front, static)"
+done
+fronts_of() { if [ "$1" = static ]; then echo nginx-plain nginx-keep realroot; else echo nginx-plain nginx-keep realroot limit; fi; }
+
+# Each front runs alone: started before its run, stopped after. A front
+# that keeps FastCGI connections open (nginx-keep: upstream keepalive 8 per
+# nginx worker, kept 60s) holds a php-fpm worker per idle connection, and
+# would starve whatever runs next. Each run starts with a 1s warm-up.
+for r in $(seq "$ROUNDS"); do
+	for w in "${workloads[@]}"; do
+		for f in $(fronts_of "$w"); do
+			say "round $r/$ROUNDS: $w via $f (1s warm-up, ${DURATION}s)"
+			[ "$f" != limit ] && start_front "$f"
+			measure "$w" "$f" 1 >/dev/null || die "$w via $f: the warm-up failed"
+			line=$(measure "$w" "$f" "$DURATION") || die "$w via $f: the run failed"
+			[ "$f" != limit ] && stop_port "$started" "${port_of[$f]}"
+			results[$w $f]+="$line"$'\n'
+		done
+	done
+done
+
+printf '%-8s %-12s %10s %9s %9s %7s\n' workload front req/s p50_ms p99_ms errors
+stalls=0
+for w in "${workloads[@]}"; do
+	for f in $(fronts_of "$w"); do
+		note=""
+		if [ "$(stat "$w" "$f" 5)" != 0 ]; then
+			note="  stalled: 0 answers in $(stat "$w" "$f" 5) of $ROUNDS rounds"
+			stalls=1
+		fi
+		printf '%-8s %-12s %10.0f %9.2f %9.2f %7d%s\n' "$w" "$f" \
+			"$(stat "$w" "$f" 1)" "$(stat "$w" "$f" 2)" "$(stat "$w" "$f" 3)" "$(stat "$w" "$f" 4)" "$note"
+	done
+done
+echo "(median of $ROUNDS rounds; errors: non-2xx + socket errors + timeouts, summed; limit = fcgiload, no HTTP)"
+if [ "$stalls" = 1 ]; then
+	echo "(stalled: every client waited the whole run; wrk 4.1 counts no error for a request never answered."
+	echo " nginx-keep does this when its kept connections outnumber php-fpm's workers: see the saturation run.)"
+fi
+echo
+
+echo "ratios, realroot / other (req/s: higher is better; p99: lower is better)"
+printf '%-8s %-18s %-18s %-18s %-18s %-14s\n' workload 'req/s vs plain' 'req/s vs keep' 'p99 vs plain' 'p99 vs keep' 'req/s vs limit'
+for w in "${workloads[@]}"; do
+	lim="-"
+	[ "$w" != static ] && lim=$(ratio "$(stat "$w" realroot 1)" "$(stat "$w" limit 1)")
+	printf '%-8s %-18s %-18s %-18s %-18s %-14s\n' "$w" \
+		"$(ratio "$(stat "$w" realroot 1)" "$(stat "$w" nginx-plain 1)")" \
+		"$(ratio "$(stat "$w" realroot 1)" "$(stat "$w" nginx-keep 1)")" \
+		"$(ratio "$(stat "$w" realroot 3)" "$(stat "$w" nginx-plain 3)")" \
+		"$(ratio "$(stat "$w" realroot 3)" "$(stat "$w" nginx-keep 3)")" "$lim"
+done
+echo
+
+# target NAME RATIO OP BOUND: one PASS/MISS line.
+target() {
+	if [ "$2" = - ]; then
+		printf '  n/a   %-44s (the other front answered nothing: stalled)\n' "$1"
+		return
+	fi
+	awk -v n="$1" -v r="$2" -v op="$3" -v b="$4" 'BEGIN {
+		ok = (op == ">=") ? (r >= b) : (r <= b)
+		miss = (op == ">=") ? (b - r) / b * 100 : (r - b) / b * 100
+		if (ok) printf "  PASS  %-44s %5.2fx (target %s %.2fx)\n", n, r, op, b
+		else printf "  MISS  %-44s %5.2fx (target %s %.2fx; short by %.0f%%)\n", n, r, op, b, miss
+	}'
+}
+echo "targets"
+has_workload() { [[ " ${workloads[*]} " == *" $1 "* ]]; }
+for w in hello front; do
+	has_workload "$w" || continue
+	target "$w: req/s vs nginx-keep" "$(ratio "$(stat "$w" realroot 1)" "$(stat "$w" nginx-keep 1)")" ">=" 1.0
+	target "$w: p99 vs nginx-plain" "$(ratio "$(stat "$w" realroot 3)" "$(stat "$w" nginx-plain 3)")" "<=" 1.0
+	target "$w: req/s vs limit (direct FastCGI)" "$(ratio "$(stat "$w" realroot 1)" "$(stat "$w" limit 1)")" ">=" 0.85
+done
+if has_workload static; then
+	static_best=$(printf '%s\n%s\n' "$(stat static nginx-plain 1)" "$(stat static nginx-keep 1)" | sort -g | tail -1)
+	target "static: req/s vs nginx (the better config)" "$(ratio "$(stat static realroot 1)" "$static_best")" ">=" 0.7
+fi
+echo
+
+# --- HTTP/2 -----------------------------------------------------------------
+
+if [ "$h2" = 1 ]; then
+	echo "HTTP/2 without TLS (h2load -t$THREADS -c$CONNS -m1 -D$DURATION; h2load gives the mean, no percentiles)"
+	printf '%-8s %-12s %10s %9s\n' workload front req/s mean_ms
+	for w in "${workloads[@]}"; do
+		for f in nginx-plain nginx-keep realroot; do
+			p=${port_of[$f]}
+			[ "$f" != realroot ] && p=$((p + 100))
+			start_front "$f"
+			"$H2LOAD" -t"$THREADS" -c"$CONNS" -m1 -D1 "http://127.0.0.1:$p${url_path[$w]}" >/dev/null 2>&1 || true
+			out=$("$H2LOAD" -t"$THREADS" -c"$CONNS" -m1 -D"$DURATION" "http://127.0.0.1:$p${url_path[$w]}" 2>&1) || true
+			stop_port "$started" "${port_of[$f]}"
+			[ "$VERBOSE" = 1 ] && printf '%s\n' "--- h2 $w $f" "$out" >&2
+			awk -v w="$w" -v f="$f" '
+				/^finished in/ { rps = $4 }
+				/^time for request:/ { v = $6 # min max mean sd
+					if (v ~ /us$/) v *= 0.001; else if (v ~ /ms$/) v += 0; else if (v ~ /s$/) v *= 1000 }
+				END { printf "%-8s %-12s %10.0f %9.2f\n", w, f, rps, v }' <<<"$out"
+		done
+	done
+else
+	if [ -z "$H2LOAD" ]; then
+		echo "HTTP/2: skipped: h2load is absent (scripts/deps.sh installs it)"
+	elif [ "$nginx_h2" = 0 ]; then
+		echo "HTTP/2: skipped: this nginx has no http_v2_module"
+	else
+		echo "HTTP/2: skipped: realroot speaks no HTTP/2 without TLS (no h2c) yet; h2load rows appear once it does"
+	fi
+fi
+echo
+
+# --- saturation -------------------------------------------------------------
+
+stop "$main_fpm" # only the saturation pool runs from here
+[ "${SATURATION:-1}" = 0 ] && exit 0
+
+# wrk 4.1 never counts a request that gets no answer at all, so the
+# saturation run uses fcgiload's HTTP mode: status codes, 503s with
+# Retry-After, and the requests and clients left waiting.
+echo "saturation: php-fpm pm.max_children=$SAT_WORKERS, $SAT_CONNS clients (fcgiload -http), /sleep.php (50 ms), ${SAT_DURATION}s each"
+start_fpm fpm-sat "$SAT_WORKERS"
+sat_sock=$fpm_sock
+sat_port=$((BASE_PORT + 10))
+# realroot-shed: the same with a short --queue-timeout, so that the queue
+# overflows: it must answer 503 with Retry-After, never hang.
+sat_fronts=(realroot)
+[ "$rr_queue" = 1 ] && sat_fronts+=(realroot-shed)
+sat_fronts+=(nginx-plain nginx-keep)
+for f in "${sat_fronts[@]}"; do
+	port_open "$sat_port" && die "port $sat_port is in use: set BASE_PORT"
+	case $f in
+	realroot) start_realroot sat-realroot "$sat_port" "$sat_sock" "$SAT_WORKERS" ;;
+	realroot-shed) start_realroot sat-realroot-shed "$sat_port" "$sat_sock" "$SAT_WORKERS" --queue-timeout 200ms ;;
+	nginx-plain) start_nginx sat-nginx-plain "$sat_port" "$sat_sock" 0 0 ;;
+	nginx-keep) start_nginx sat-nginx-keep "$sat_port" "$sat_sock" 1 0 ;;
+	esac
+	front_pid=$started
+	say "saturation via $f (${SAT_DURATION}s)"
+	out=$("$tmp/fcgiload" -http "http://127.0.0.1:$sat_port/sleep.php" -c "$SAT_CONNS" -d "${SAT_DURATION}s" -hang 5s 2>&1) ||
+		die "fcgiload -http: $out"
+	[ "$VERBOSE" = 1 ] && printf '%s\n' "--- saturation $f" "$out" >&2
+	rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+	printf '%-12s %8s req/s  %s\n' "$f" "${rps:-?}" "$(sed -n 's/^  codes: //p' <<<"$out")"
+	printf '%-12s %s\n' "" "$(sed -n 's/^  \(hung: .*\)/\1/p' <<<"$out")"
+	# php-fpm's view 1s after the load, with the front still up: a front
+	# holding idle kept connections holds workers (php-fpm counts a worker
+	# waiting on a kept connection as idle, so only a status request that
+	# gets no worker shows it).
+	sleep 1
+	if st=$("$tmp/fcgiload" -fastcgi "unix:$sat_sock" -get /fpm-status -timeout 3s 2>&1); then
+		printf '%-12s php-fpm 1s after: %s\n' "" "$(awk -F': +' '
+			/^idle processes/ { i = $2 } /^active processes/ { a = $2 } /^listen queue:/ { q = $2 }
+			END { printf "idle=%s active=%s (one is this status request) listen_queue=%s", i, a, q }' <<<"$st")"
+	else
+		printf '%-12s php-fpm 1s after: status page unanswered within 3s: every worker held\n' ""
+	fi
+	stop_port "$front_pid" "$sat_port"
+	sleep 1 # let php-fpm finish what the front left
+done
