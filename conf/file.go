@@ -46,13 +46,24 @@ func loadFile(c *Config, path string) error {
 		return err // names the path: open /etc/realroot.toml: no such file or directory
 	}
 	typ, names := fileKeys()
+	// The decoder matches keys regardless of case (ROOT would set root);
+	// a key must be spelled as its flag.
+	lines := keyLines(data)
+	var unknown []error
+	for _, k := range slices.SortedFunc(maps.Keys(lines), func(a, b string) int { return lines[a] - lines[b] }) {
+		if !slices.Contains(names, k) {
+			unknown = append(unknown, fmt.Errorf("config %s:%d: unknown key %q (keys are spelled like the flags, in lower case)", path, lines[k], k))
+		}
+	}
+	if len(unknown) > 0 {
+		return errors.Join(unknown...)
+	}
 	v := reflect.New(typ)
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v.Interface()); err != nil {
 		return fileError(path, err)
 	}
-	lines := keyLines(data)
 	fs := FlagSet(c)
 	var errs []error
 	for i, name := range names {
