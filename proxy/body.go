@@ -97,11 +97,13 @@ func (h *Handler) spoolBody(w http.ResponseWriter, r *http.Request) (*spool, err
 		s.buf.Grow(int(r.ContentLength))
 	}
 	_, err := io.Copy(s, dr)
-	dr.clear()
 	if err != nil {
+		// The deadline stays: net/http reads what is left of the body
+		// before it closes the connection, and must not wait forever.
 		s.Close()
 		return nil, bodyError(r, err)
 	}
+	dr.clear()
 	return s, nil
 }
 

@@ -105,6 +105,9 @@ func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.R
 		return upstreamError(err, r.Context().Err() != nil)
 	}
 	w.WriteHeader(resp.Status)
+	if !bodyAllowed(resp.Status) {
+		return discard(resp, err)
+	}
 	for {
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
@@ -145,12 +148,35 @@ func (h *Handler) sendBuffered(w *recorder, r *http.Request, x *exchange, resp *
 	if err != nil {
 		return &httpError{status: http.StatusInternalServerError, msg: "cannot buffer response", err: err}
 	}
-	if w.Header().Get("Content-Length") == "" && w.Header().Get("Transfer-Encoding") == "" {
+	if w.Header().Get("Content-Length") == "" && w.Header().Get("Transfer-Encoding") == "" && bodyAllowed(resp.Status) {
 		w.Header().Set("Content-Length", strconv.FormatInt(s.n, 10))
 	}
 	w.WriteHeader(resp.Status)
+	if !bodyAllowed(resp.Status) {
+		return nil // what PHP wrote after a 204 or 304 is dropped, as nginx does
+	}
 	if _, err := io.Copy(w, body); err != nil {
 		return &httpError{status: StatusClientClosed, msg: "client closed request", err: err}
+	}
+	return nil
+}
+
+// bodyAllowed reports whether a response with status may have a body
+// (RFC 9110: not 1xx, 204 or 304).
+func bodyAllowed(status int) bool {
+	return !(status >= 100 && status < 200 || status == http.StatusNoContent || status == http.StatusNotModified)
+}
+
+// discard reads what php-fpm sends after a status that allows no body (a
+// stray newline after "?>" is enough) and drops it, as nginx does, so the
+// exchange ends cleanly and its connection can be reused. err is the last
+// Read's.
+func discard(resp *fcgi.Response, err error) error {
+	if err == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return &httpError{status: http.StatusBadGateway, msg: "bad response from php-fpm after a bodiless status", err: err, upstream: "protocol"}
 	}
 	return nil
 }

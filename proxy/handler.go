@@ -169,6 +169,7 @@ type Handler struct {
 	headers  []headerRule
 	internal []location // InternalLocations, longest prefix first
 	czBufs   sync.Pool  // *[]byte holding a response's first bytes
+	local    localAddr  // SERVER_ADDR and SERVER_PORT, cached
 }
 
 // New returns a Handler serving releases through upstream.

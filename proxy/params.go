@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/yookoala/gofast"
 )
@@ -41,7 +42,7 @@ func (h *Handler) cgiParams(inner gofast.SessionHandler) gofast.SessionHandler {
 		}
 		p["REMOTE_ADDR"], p["REMOTE_PORT"] = cl.addr, cl.port
 		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-			p["SERVER_ADDR"], p["SERVER_PORT"] = splitAddr(a.String())
+			p["SERVER_ADDR"], p["SERVER_PORT"] = h.local.split(a)
 		}
 		if h.opts.ServerName != "" {
 			p["SERVER_NAME"] = h.opts.ServerName
@@ -152,10 +153,45 @@ func splitAddr(addr string) (host, port string) {
 	return host, port
 }
 
-// hostOnly strips the port from a Host header.
+// hostOnly strips the port from a Host header, as net.SplitHostPort would
+// ("[::1]:80" -> "::1"), but without allocating an error for a Host that
+// has no port.
 func hostOnly(host string) string {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		return h
+	if strings.HasPrefix(host, "[") {
+		if i := strings.IndexByte(host, ']'); i > 0 && i+1 < len(host) && host[i+1] == ':' {
+			return host[1:i]
+		}
+		return host
+	}
+	if i := strings.IndexByte(host, ':'); i >= 0 && strings.IndexByte(host[i+1:], ':') < 0 {
+		return host[:i]
 	}
 	return host
+}
+
+// localAddr remembers the strings of the last local address seen: every
+// connection to one listener has the same, so SERVER_ADDR and SERVER_PORT
+// cost no allocation after the first request.
+type localAddr struct {
+	last atomic.Pointer[localStrings]
+}
+
+type localStrings struct {
+	ip          net.IP
+	port        int
+	host, sport string
+}
+
+func (l *localAddr) split(a net.Addr) (host, port string) {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return splitAddr(a.String())
+	}
+	if c := l.last.Load(); c != nil && c.port == ta.Port && c.ip.Equal(ta.IP) {
+		return c.host, c.sport
+	}
+	c := &localStrings{ip: ta.IP, port: ta.Port}
+	c.host, c.sport = splitAddr(ta.String())
+	l.last.Store(c)
+	return c.host, c.sport
 }
