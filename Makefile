@@ -3,7 +3,7 @@
 
 GO ?= go
 
-.PHONY: all demo test bench fmt deps
+.PHONY: all demo test fuzz bench fmt deps
 
 all: test
 
@@ -19,6 +19,25 @@ test: deps
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt: needs formatting (run make fmt):"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	@$(MAKE) --no-print-directory fuzz
+
+# Every fuzz target for FUZZTIME (plain go test above runs only their seeds);
+# FUZZTIME=0 skips. A crasher lands in the package's testdata/fuzz and fails.
+FUZZTIME ?= 10s
+FUZZ_TARGETS = \
+	./resolve:FuzzCleanPath \
+	./proxy:FuzzSplitScript ./proxy:FuzzRoute \
+	./proxy/fcgi:FuzzCGIHeader ./proxy/fcgi:FuzzResponse ./proxy/fcgi:FuzzParams \
+	./conf:FuzzLoadFile ./conf:FuzzLoadEnv
+
+fuzz:
+	@if [ "$(FUZZTIME)" != 0 ]; then for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/realroot-fuzz.$$$$ 2>&1 \
+			|| { cat /tmp/realroot-fuzz.$$$$; rm -f /tmp/realroot-fuzz.$$$$; exit 1; }; \
+		tail -1 /tmp/realroot-fuzz.$$$$; rm -f /tmp/realroot-fuzz.$$$$; \
+	done; fi
 
 bench: deps
 	scripts/bench.sh
