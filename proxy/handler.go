@@ -170,6 +170,7 @@ type Handler struct {
 	internal []location // InternalLocations, longest prefix first
 	czBufs   sync.Pool  // *[]byte holding a response's first bytes
 	local    localAddr  // SERVER_ADDR and SERVER_PORT, cached
+	files    fileCache  // small static files
 }
 
 // New returns a Handler serving releases through upstream.

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"mime"
 	"net/http"
 	"path"
@@ -41,7 +43,7 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 	hd := w.Header()
 	hd.Set("Content-Type", contentType(name))
 
-	served := name
+	served, sfi := name, x.route.info
 	// A range is of the file itself, never of a compressed sibling.
 	if compressible[strings.ToLower(ext)] && r.Header.Get("Range") == "" {
 		ae := r.Header.Get("Accept-Encoding")
@@ -50,14 +52,28 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 				continue
 			}
 			if fi, err := x.rel.Stat(name + pc.ext); err == nil && fi.Mode().IsRegular() {
-				served = name + pc.ext
+				served, sfi = name+pc.ext, fi
 				hd.Set("Content-Encoding", pc.encoding)
 				hd.Add("Vary", "Accept-Encoding")
 				break
 			}
 		}
 	}
+	for _, c := range h.opts.CacheControl {
+		if c.matches(name) {
+			hd.Set("Cache-Control", c.Value)
+			break
+		}
+	}
 
+	full := x.rel.Path(served)
+	if sfi != nil && sfi.Size() <= cacheFileMax {
+		if e := h.files.get(full, sfi); e != nil {
+			hd.Set("ETag", e.etag)
+			http.ServeContent(w, r, "", e.fi.ModTime(), bytes.NewReader(e.data))
+			return nil
+		}
+	}
 	f, fi, err := x.rel.Open(served)
 	switch {
 	case errors.Is(err, resolve.ErrOutside):
@@ -71,13 +87,15 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 	if !fi.Mode().IsRegular() {
 		return errNotFound("not a regular file")
 	}
-	hd.Set("ETag", etag(fi.ModTime().Unix(), fi.Size()))
-	for _, c := range h.opts.CacheControl {
-		if c.matches(name) {
-			hd.Set("Cache-Control", c.Value)
-			break
-		}
+	if e := h.files.fill(full, f, fi); e != nil {
+		hd.Set("ETag", e.etag)
+		http.ServeContent(w, r, "", e.fi.ModTime(), bytes.NewReader(e.data))
+		return nil
 	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return &httpError{status: http.StatusInternalServerError, msg: "cannot read file", err: err}
+	}
+	hd.Set("ETag", etag(fi.ModTime().Unix(), fi.Size()))
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	return nil
 }

@@ -177,3 +177,51 @@ func TestCacheControl(t *testing.T) {
 		}
 	}
 }
+
+// TestStaticCache: a small file is served from memory only while its path
+// still names the file that was read; a change in place, or a symlink that
+// now leads out of the deploy, is seen at once.
+func TestStaticCache(t *testing.T) {
+	dir := newDeploy(t, map[string]string{"a.txt": "first", "inside.txt": "inside"}, "A")
+	outside := t.TempDir()
+	writeTree(t, outside, map[string]string{"secret.txt": "outside"})
+	rel := filepath.Join(dir, "releases/A")
+	if err := os.Symlink("inside.txt", filepath.Join(rel, "link.txt")); err != nil {
+		t.Fatal(err)
+	}
+	h := New(newReleases(t, filepath.Join(dir, "current")), nil, Options{})
+	get := func(p string) (int, string) {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", "http://example.test"+p, nil))
+		return w.Code, w.Body.String()
+	}
+	for range 2 { // the second from memory
+		if code, body := get("/a.txt"); code != 200 || body != "first" {
+			t.Fatalf("GET /a.txt = %d %q; want 200 first", code, body)
+		}
+		if code, body := get("/link.txt"); code != 200 || body != "inside" {
+			t.Fatalf("GET /link.txt = %d %q; want 200 inside", code, body)
+		}
+	}
+	// Replaced in place: a new inode, size and mtime.
+	tmp := filepath.Join(rel, "a.txt.new")
+	os.WriteFile(tmp, []byte("second version"), 0o644)
+	os.Rename(tmp, filepath.Join(rel, "a.txt"))
+	if code, body := get("/a.txt"); code != 200 || body != "second version" {
+		t.Errorf("GET /a.txt after a change = %d %q; want 200 second version", code, body)
+	}
+	// The link now leads out of the deploy: never the cached content.
+	os.Remove(filepath.Join(rel, "link.txt"))
+	os.Symlink(filepath.Join(outside, "secret.txt"), filepath.Join(rel, "link.txt"))
+	if code, body := get("/link.txt"); code != 404 || strings.Contains(body, "outside") || strings.Contains(body, "inside") {
+		t.Errorf("GET /link.txt leading outside = %d %q; want 404", code, body)
+	}
+	// Ranges and conditional requests from memory too.
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest("GET", "http://example.test/a.txt", nil)
+	r.Header.Set("Range", "bytes=0-5")
+	h.ServeHTTP(w, r)
+	if w.Code != 206 || w.Body.String() != "second" {
+		t.Errorf("range from memory = %d %q; want 206 second", w.Code, w.Body.String())
+	}
+}
