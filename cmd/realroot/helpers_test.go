@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"realroot/internal/phpfpmtest"
 )
 
 // binary is realroot built once by TestMain (with -race when the tests
@@ -232,22 +234,8 @@ func (p *proc) logged(msg string) []map[string]any {
 	return found
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+// syncBuffer is what the daemon's logs are written to in tests.
+type syncBuffer = phpfpmtest.Buffer
 
 // load is a few clients requesting paths in a loop, counting answers that
 // are not 200.

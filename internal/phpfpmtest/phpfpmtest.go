@@ -56,7 +56,7 @@ type Server struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *Buffer
 	done chan struct{} // closed when cmd has been waited for
 	err  error         // cmd.Wait's result, valid after done
 }
@@ -243,7 +243,7 @@ func (s *Server) start(t testing.TB) {
 
 func (s *Server) startProcess() error {
 	cmd := exec.Command(s.bin, s.args...)
-	out := &lockedBuffer{}
+	out := &Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Stdin = nil
 	cmd.Dir = s.Dir
@@ -437,18 +437,20 @@ func groupPids(pgid int) []int {
 	return pids
 }
 
-type lockedBuffer struct {
+// Buffer is a bytes.Buffer safe for concurrent use: what a process or a
+// logger writes while a test reads it.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

@@ -160,7 +160,7 @@ func countingProxy(t *testing.T, target string) (string, *atomic.Int64) {
 func TestGofastLongHeaderHangs(t *testing.T) {
 	skipShort(t)
 	fpm := phpfpmtest.Start(t, phpfpmtest.Options{Workers: 2})
-	logged := &lockedBuffer{}
+	logged := &phpfpmtest.Buffer{}
 	prev := log.Writer()
 	log.SetOutput(logged)
 	t.Cleanup(func() { log.SetOutput(prev) }) // after the server's Close
@@ -264,7 +264,7 @@ func TestGofastChunkedBodyLost(t *testing.T) {
 func TestGofastTruncationIs200(t *testing.T) {
 	skipShort(t)
 	sock := fakeTruncatingFCGI(t, "Content-Type: text/plain\r\n\r\nfirst half")
-	logged := &lockedBuffer{}
+	logged := &phpfpmtest.Buffer{}
 	h := phpHandler(t.TempDir(), sock)
 	prev := log.Writer()
 	log.SetOutput(logged)
@@ -419,7 +419,7 @@ func TestGofastStderrToGlobalLog(t *testing.T) {
 	skipShort(t)
 	fpm := phpfpmtest.Start(t, phpfpmtest.Options{Workers: 2})
 	h := phpHandler(phpRoot(t), fpm.Socket)
-	own, global := &lockedBuffer{}, &lockedBuffer{}
+	own, global := &phpfpmtest.Buffer{}, &phpfpmtest.Buffer{}
 	h.SetLogger(log.New(own, "", 0))
 	prev := log.Writer()
 	log.SetOutput(global)
@@ -444,21 +444,4 @@ func TestGofastStderrToGlobalLog(t *testing.T) {
 		t.Errorf("got %d global log entries with %d 'x', %d bytes to SetLogger's logger; "+
 			"want 1 entry holding all %d and 0 (the shortcoming)", lines, xs, len(own.String()), want)
 	}
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
