@@ -66,6 +66,11 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 		}
 	}
 
+	if served != name && sfi != nil {
+		// http.ServeContent sets no length once Content-Encoding is set;
+		// the sibling is served whole (never a range), its size known.
+		hd.Set("Content-Length", strconv.FormatInt(sfi.Size(), 10))
+	}
 	full := x.rel.Path(served)
 	if sfi != nil && sfi.Size() <= cacheFileMax {
 		if e := h.files.get(full, sfi); e != nil {
