@@ -62,11 +62,12 @@ type Config struct {
 	// (/srv/app/current/public). Required.
 	Root string
 	// FastCGI: fastcgi, php-fpm's addresses, unix:/path or host:port; with
-	// several, requests go round-robin. Default unix:/run/php/php8.2-fpm.sock
-	// (Debian's).
+	// several, each request goes to the one with the fewest in flight
+	// (docs/upstreams.md). Default unix:/run/php/php8.2-fpm.sock (Debian's).
 	FastCGI []string
-	// PingPath: ping-path, php-fpm's ping.path, asked by realroot check.
-	// Default none: check asks for a script that does not exist.
+	// PingPath: ping-path, php-fpm's ping.path, asked by realroot check,
+	// /readyz and the upstream health check. Default none: they ask for a
+	// script that does not exist.
 	PingPath string
 	// ServerName: server-name, SERVER_NAME for PHP. Default: the request's
 	// Host without port.
@@ -153,6 +154,16 @@ type Config struct {
 	// KeepAlive: keepalive, reuse php-fpm connections (FCGI_KEEP_CONN).
 	// Default true.
 	KeepAlive bool
+	// UpstreamFailTimeout: upstream-fail-timeout, with several fastcgi
+	// addresses, how long one is skipped after a request or health check
+	// could not connect to it or timed out (nginx's fail_timeout with
+	// max_fails=1). Default 10s.
+	UpstreamFailTimeout time.Duration
+	// UpstreamHealthInterval: upstream-health-interval, with several
+	// fastcgi addresses, how often each is asked a FastCGI request
+	// (ping-path, else a missing script) to mark it down or up (0 = off).
+	// Default 0.
+	UpstreamHealthInterval time.Duration
 
 	// PollInterval: poll-interval, re-reading the root's symlinks for
 	// filesystems without change events (0 = off). Default 1s.
@@ -281,6 +292,8 @@ func Default() Config {
 		WarmFailure:     "keep",
 		OnDrainTimeout:  30 * time.Second,
 
+		UpstreamFailTimeout: 10 * time.Second,
+
 		PHPFPM:           "php-fpm8.2",
 		MaxPools:         2,
 		PoolStartTimeout: 10 * time.Second,
@@ -407,6 +420,8 @@ func (c *Config) Validate() error {
 		{"shutdown-timeout", c.ShutdownTimeout, 0},
 		{"conn-idle-timeout", c.ConnIdleTimeout, time.Millisecond},
 		{"queue-timeout", c.QueueTimeout, time.Millisecond},
+		{"upstream-fail-timeout", c.UpstreamFailTimeout, time.Millisecond},
+		{"upstream-health-interval", c.UpstreamHealthInterval, 0},
 		{"poll-interval", c.PollInterval, 0},
 		{"warm-timeout", c.WarmTimeout, time.Millisecond},
 		{"on-drain-timeout", c.OnDrainTimeout, time.Millisecond},
@@ -414,6 +429,9 @@ func (c *Config) Validate() error {
 		if t.d < t.min {
 			bad(t.key, "%v is below %v", t.d, t.min)
 		}
+	}
+	if c.UpstreamHealthInterval > 0 && c.UpstreamHealthInterval < minHealthInterval {
+		bad("upstream-health-interval", "%v is below %v (0 turns it off)", c.UpstreamHealthInterval, minHealthInterval)
 	}
 	if c.MaxConns < 1 {
 		bad("max-conns", "%d is below 1", c.MaxConns)
@@ -476,6 +494,10 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// minHealthInterval bounds upstream-health-interval from below, so that
+// health checks cannot take a share of php-fpm's workers.
+const minHealthInterval = 100 * time.Millisecond
 
 // maxURILength bounds max-uri-length: the request line counts in the HTTP
 // server's limit on a request's headers (cmd's http.Server.MaxHeaderBytes).

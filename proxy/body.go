@@ -54,7 +54,7 @@ func (s *spool) Write(p []byte) (int, error) {
 }
 
 // reader returns everything written, from the start.
-func (s *spool) reader() (io.Reader, error) {
+func (s *spool) reader() (io.ReadSeeker, error) {
 	if s.file == nil {
 		return bytes.NewReader(s.buf.Bytes()), nil
 	}
@@ -63,6 +63,13 @@ func (s *spool) reader() (io.Reader, error) {
 	}
 	return s.file, nil
 }
+
+// spooled is a spooled request body as handed to php-fpm: Close does
+// nothing (the handler closes the spool), and Seek lets a Balancer send it
+// again to another php-fpm.
+type spooled struct{ io.ReadSeeker }
+
+func (spooled) Close() error { return nil }
 
 // Close removes the temp file, if any.
 func (s *spool) Close() error {

@@ -52,7 +52,7 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 		if err != nil {
 			return &httpError{status: http.StatusInternalServerError, msg: "cannot buffer request body", err: err}
 		}
-		req.Stdin = io.NopCloser(in)
+		req.Stdin = spooled{in}
 	}
 	h.params(nil, req)
 

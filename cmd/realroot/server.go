@@ -240,7 +240,12 @@ func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
 	case s.pools != nil:
 		g.up = &upstream{pools: s.pools}
 	default:
-		g.up = newUpstream(c)
+		g.up = newUpstream(c, s.log.Named("upstream"))
+		if bal := g.up.bal; bal != nil && c.UpstreamHealthInterval > 0 {
+			ctx, cancel := context.WithCancel(context.Background())
+			g.up.cancel = cancel
+			s.wg.Go(func() { bal.Run(ctx) })
+		}
 	}
 	g.root.refs++
 	g.up.refs++
@@ -294,20 +299,35 @@ func (s *server) unref(g *generation) {
 	}
 }
 
-// upstream sends requests to one or several php-fpm addresses, round-robin,
-// or in managed mode to the pool of the request's release.
+// upstream sends requests to one php-fpm address, to several through a
+// proxy.Balancer, or in managed mode to the pool of the request's release.
 type upstream struct {
 	clients []*fcgi.Client
-	pools   *managedPools // managed mode: clients is empty
-	next    atomic.Uint32
-	refs    int // generations using it; guarded by server.mu
+	bal     *proxy.Balancer    // several addresses, else nil
+	cancel  context.CancelFunc // stops bal's health check; nil without one
+	pools   *managedPools      // managed mode: clients is empty
+	refs    int                // generations using it; guarded by server.mu
 }
 
-func newUpstream(c conf.Config) *upstream {
+// newUpstream makes the clients of c's addresses, and a balancer over them
+// when there are several. Its health check, if any, is for the caller to
+// run.
+func newUpstream(c conf.Config, log *zap.Logger) *upstream {
 	u := &upstream{}
+	var backends []proxy.Backend
 	for _, a := range c.FastCGI {
 		network, address, _ := conf.ParseFastCGI(a) // validated
-		u.clients = append(u.clients, newClient(network, address, c))
+		cl := newClient(network, address, c)
+		u.clients = append(u.clients, cl)
+		backends = append(backends, proxy.Backend{Addr: a, Upstream: cl})
+	}
+	if len(backends) > 1 {
+		u.bal = proxy.NewBalancer(backends, proxy.BalancerOptions{
+			FailTimeout:    c.UpstreamFailTimeout,
+			HealthInterval: c.UpstreamHealthInterval,
+			PingPath:       c.PingPath,
+			Logger:         log,
+		})
 	}
 	return u
 }
@@ -328,37 +348,38 @@ func newClient(network, address string, c conf.Config) *fcgi.Client {
 	}
 }
 
-// sameUpstream reports whether a and b configure the same FastCGI clients.
+// sameUpstream reports whether a and b configure the same FastCGI clients,
+// and with several addresses the same balancer.
 func sameUpstream(a, b conf.Config) bool {
-	return slices.Equal(a.FastCGI, b.FastCGI) &&
+	same := slices.Equal(a.FastCGI, b.FastCGI) &&
 		a.DialTimeout == b.DialTimeout && a.ReadTimeout == b.ReadTimeout && a.WriteTimeout == b.WriteTimeout &&
 		a.MaxConns == b.MaxConns && a.ConnIdleTimeout == b.ConnIdleTimeout && a.QueueTimeout == b.QueueTimeout &&
 		a.MaxQueue == b.MaxQueue && a.KeepAlive == b.KeepAlive
+	if same && len(a.FastCGI) > 1 {
+		same = a.UpstreamFailTimeout == b.UpstreamFailTimeout &&
+			a.UpstreamHealthInterval == b.UpstreamHealthInterval && a.PingPath == b.PingPath
+	}
+	return same
 }
 
-// Do sends req to the next address. When it cannot connect and the request
-// has no body (nothing was consumed), the other addresses are tried.
+// Do sends req to its php-fpm: the one address, the balancer's pick, or
+// the pool of its release.
 func (u *upstream) Do(ctx context.Context, req *gofast.Request) (*fcgi.Response, error) {
-	if u.pools != nil {
+	switch {
+	case u.pools != nil:
 		return u.pools.Do(ctx, req)
+	case u.bal != nil:
+		return u.bal.Do(ctx, req)
 	}
-	if len(u.clients) == 1 {
-		return u.clients[0].Do(ctx, req)
-	}
-	start := int(u.next.Add(1))
-	var err error
-	for i := range u.clients {
-		var resp *fcgi.Response
-		resp, err = u.clients[(start+i)%len(u.clients)].Do(ctx, req)
-		if err == nil || !errors.Is(err, fcgi.ErrConnect) || req.Stdin != nil {
-			return resp, err
-		}
-	}
-	return nil, err
+	return u.clients[0].Do(ctx, req)
 }
 
-// close closes the clients' idle connections; exchanges in progress finish.
+// close stops the health check and closes the clients' idle connections;
+// exchanges in progress finish.
 func (u *upstream) close() {
+	if u.cancel != nil {
+		u.cancel() // the server's WaitGroup waits for it
+	}
 	for _, c := range u.clients {
 		c.Close()
 	}

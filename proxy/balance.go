@@ -1,0 +1,441 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/yookoala/gofast"
+	"go.uber.org/zap"
+
+	"realroot/proxy/fcgi"
+)
+
+// Backend is one php-fpm of a Balancer.
+type Backend struct {
+	// Addr names it in the log and in Stats, e.g. "unix:/run/php/fpm.sock"
+	// or "10.0.0.2:9000".
+	Addr string
+	// Upstream runs its exchanges: an *fcgi.Client. When its Do returns an
+	// error it must be done with req.Stdin (no goroutine reads it on).
+	Upstream Upstream
+}
+
+// BalancerOptions configure a Balancer.
+type BalancerOptions struct {
+	// FailTimeout is how long a backend is skipped after a request or a
+	// health check to it could not connect or timed out, like nginx's
+	// fail_timeout with max_fails=1. A successful request or health check
+	// ends it early. Zero means 10s.
+	FailTimeout time.Duration
+	// HealthInterval is the period of the active health check that Run
+	// does: one FastCGI request to every backend, marking it down when it
+	// cannot connect, times out or answers badly, and up when it answers.
+	// Zero means none: only requests mark backends down and up.
+	HealthInterval time.Duration
+	// PingPath is php-fpm's ping.path, asked by the health check, which
+	// then wants status 200. Empty means a request for a script that does
+	// not exist: any well-formed answer (php-fpm's 404) will do.
+	PingPath string
+	// Logger receives "upstream down" and "upstream up". Nil means none.
+	Logger *zap.Logger
+}
+
+// Balancer is an Upstream that spreads requests over several php-fpm
+// backends: each goes to the healthy backend with the fewest exchanges in
+// flight (from Do until the response body is closed), ties taken in turn.
+//
+// A request that could not connect or timed out marks its backend down for
+// FailTimeout: it is skipped while another is up, never refused for it.
+//
+// A request is tried on another backend only when it never reached the
+// first: the connection failed (fcgi.ErrConnect: nothing of the request was
+// delivered) or every connection stayed busy (fcgi.ErrBusy: it waited in
+// realroot's queue and was never sent). A request body is sent again from
+// its start when req.Stdin is an io.Seeker (the handler's spooled body is),
+// else a request with a body is not retried. Nothing else is retried: not a
+// timeout, a truncated response, nor anything after the request was sent,
+// since php-fpm may have run it. Each backend is tried once per request.
+type Balancer struct {
+	backends []backend
+	opts     BalancerOptions
+	log      *zap.Logger
+	next     atomic.Uint32 // where the next pick starts looking, for ties
+	epoch    time.Time
+	now      func() time.Time // time.Now; tests move it
+}
+
+// backend is a Backend and its state.
+type backend struct {
+	Backend
+	inFlight  atomic.Int64
+	requests  atomic.Uint64
+	failures  atomic.Uint64
+	downUntil atomic.Int64 // on the Balancer's clock; skipped before it, zero when up
+	down      atomic.Bool  // its last outcome was a failure; written under mu
+
+	mu     sync.Mutex // orders the transitions, logged once each
+	downAt int64      // the clock when last marked down; guarded by mu
+}
+
+// NewBalancer returns a Balancer over backends. Call Run for the active
+// health check.
+func NewBalancer(backends []Backend, opts BalancerOptions) *Balancer {
+	if opts.FailTimeout <= 0 {
+		opts.FailTimeout = 10 * time.Second
+	}
+	b := &Balancer{backends: make([]backend, len(backends)), opts: opts, log: opts.Logger, epoch: time.Now(), now: time.Now}
+	if b.log == nil {
+		b.log = zap.NewNop()
+	}
+	for i, be := range backends {
+		b.backends[i].Backend = be
+	}
+	b.next.Store(^uint32(0)) // the first pick starts at the first backend
+	return b
+}
+
+// clock is the time since the Balancer was made (monotonic).
+func (b *Balancer) clock() int64 { return int64(b.now().Sub(b.epoch)) }
+
+// Do sends req to the healthy backend with the fewest exchanges in flight,
+// and to the next one while it did not reach php-fpm (see Balancer). Like
+// fcgi.Client.Do, it closes req.Stdin, also on error.
+func (b *Balancer) Do(ctx context.Context, req *gofast.Request) (*fcgi.Response, error) {
+	if len(b.backends) == 0 {
+		if req.Stdin != nil {
+			req.Stdin.Close()
+		}
+		return nil, fmt.Errorf("%w: no php-fpm address", fcgi.ErrConnect)
+	}
+	hasBody := req.Stdin != nil
+	var body *replay
+	if s, ok := req.Stdin.(io.ReadSeeker); ok && len(b.backends) > 1 {
+		body = &replay{ReadSeeker: s, orig: req.Stdin}
+		req.Stdin = body
+		defer func() { req.Stdin = body.orig }()
+	}
+	var (
+		tried   []bool // nil until a retry
+		lastErr error
+	)
+	for {
+		i := b.pick(tried)
+		if i < 0 { // every backend was tried
+			body.finish()
+			return nil, lastErr
+		}
+		if tried != nil && body != nil {
+			if err := body.rewind(); err != nil {
+				body.finish()
+				return nil, fmt.Errorf("%w (not retried: rewind request body: %v)", lastErr, err)
+			}
+		}
+		be := &b.backends[i]
+		be.inFlight.Add(1)
+		be.requests.Add(1)
+		var sent int64 // zero: sent while be was up
+		if be.down.Load() {
+			sent = b.clock()
+		}
+		resp, err := be.Upstream.Do(ctx, req)
+		if err == nil {
+			body.finish()
+			b.markUp(be, sent, "request answered")
+			resp.Body = &countedBody{ReadCloser: resp.Body, be: be}
+			return resp, nil
+		}
+		be.inFlight.Add(-1)
+		err = fmt.Errorf("upstream %s: %w", be.Addr, err)
+		gone := ctx.Err() != nil
+		if !gone && (errors.Is(err, fcgi.ErrConnect) || errors.Is(err, fcgi.ErrTimeout)) {
+			b.markDown(be, "request failed", err)
+		}
+		if gone || !notSent(err) || hasBody && body == nil {
+			body.finish()
+			return nil, err
+		}
+		if tried == nil {
+			tried = make([]bool, len(b.backends))
+		}
+		tried[i], lastErr = true, err
+	}
+}
+
+// notSent reports whether err proves that the request never reached
+// php-fpm, so that another backend may run it.
+func notSent(err error) bool {
+	return errors.Is(err, fcgi.ErrConnect) || errors.Is(err, fcgi.ErrBusy)
+}
+
+// pick returns the backend to try: among those not tried, the one with the
+// fewest exchanges in flight of those up, else of those down; ties go to
+// the first from a start that moves at every pick. It returns -1 when every
+// backend was tried.
+func (b *Balancer) pick(tried []bool) int {
+	n := len(b.backends)
+	start := int(b.next.Add(1) % uint32(n))
+	now := int64(-1) // read when needed: a backend is down
+	up, down := -1, -1
+	var upLoad, downLoad int64
+	for k := range n {
+		i := start + k
+		if i >= n {
+			i -= n
+		}
+		if tried != nil && tried[i] {
+			continue
+		}
+		be := &b.backends[i]
+		load := be.inFlight.Load()
+		if until := be.downUntil.Load(); until != 0 {
+			if now < 0 {
+				now = b.clock()
+			}
+			if until > now {
+				if down < 0 || load < downLoad {
+					down, downLoad = i, load
+				}
+				continue
+			}
+		}
+		if up < 0 || load < upLoad {
+			up, upLoad = i, load
+		}
+	}
+	if up >= 0 {
+		return up
+	}
+	return down
+}
+
+// markDown records a failure of be: it is skipped for FailTimeout. The
+// transition from up is logged.
+func (b *Balancer) markDown(be *backend, reason string, err error) {
+	be.failures.Add(1)
+	be.mu.Lock()
+	be.downAt = b.clock()
+	be.downUntil.Store(be.downAt + int64(b.opts.FailTimeout))
+	was := be.down.Swap(true)
+	be.mu.Unlock()
+	if !was {
+		b.log.Warn("upstream down",
+			zap.String("upstream", be.Addr),
+			zap.String("reason", reason),
+			zap.Error(err),
+			zap.Duration("fail_timeout", b.opts.FailTimeout))
+	}
+}
+
+// markUp records a success of be, of an exchange sent at the clock's sent:
+// it is no longer skipped. An exchange sent before be was marked down tells
+// nothing of now (it may have been answered just before php-fpm died). The
+// transition from down is logged.
+func (b *Balancer) markUp(be *backend, sent int64, reason string) {
+	if !be.down.Load() {
+		return
+	}
+	be.mu.Lock()
+	was := be.down.Load() && sent >= be.downAt
+	if was {
+		be.down.Store(false)
+		be.downUntil.Store(0)
+	}
+	be.mu.Unlock()
+	if was {
+		b.log.Info("upstream up", zap.String("upstream", be.Addr), zap.String("reason", reason))
+	}
+}
+
+// countedBody counts an exchange in its backend's in-flight count until
+// the response body is closed.
+type countedBody struct {
+	io.ReadCloser
+	be   *backend
+	done atomic.Bool
+}
+
+func (c *countedBody) Close() error {
+	err := c.ReadCloser.Close()
+	if c.done.CompareAndSwap(false, true) {
+		c.be.inFlight.Add(-1)
+	}
+	return err
+}
+
+// replay is a seekable request body that may be sent again. An upstream
+// closes the body it is given, also on error; replay holds that Close back
+// until finish says no other attempt follows.
+type replay struct {
+	io.ReadSeeker
+	orig io.ReadCloser
+
+	mu     sync.Mutex
+	closed bool // closed by the upstream, not yet passed on
+	final  bool // no attempt follows: Close passes on
+}
+
+func (r *replay) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.final {
+		return r.orig.Close()
+	}
+	r.closed = true
+	return nil
+}
+
+// rewind readies the body for the next attempt: from its start. The upstream
+// of the previous one returned an error, so it reads it no more.
+func (r *replay) rewind() error {
+	r.mu.Lock()
+	r.closed = false
+	r.mu.Unlock()
+	_, err := r.Seek(0, io.SeekStart)
+	return err
+}
+
+// finish passes a Close held back on, and later ones. r may be nil.
+func (r *replay) finish() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.final = true
+	if r.closed {
+		r.closed = false
+		r.orig.Close()
+	}
+}
+
+// UpstreamStats is one backend of a Balancer, for /status and metrics.
+type UpstreamStats struct {
+	Addr string `json:"addr"`
+	// InFlight counts the exchanges running on it, from Do until the
+	// response body is closed (waiting for a connection included).
+	InFlight int64 `json:"in_flight"`
+	// Down: its last request or health check could not connect, timed out
+	// (or, for a health check, got a bad answer).
+	Down bool `json:"down"`
+	// DownUntil is when it stops being skipped; zero when up.
+	DownUntil time.Time `json:"down_until,omitzero"`
+	// Failures counts the connect failures and timeouts of its requests,
+	// and its failed health checks.
+	Failures uint64 `json:"failures"`
+	// Requests counts the exchanges started on it, retries included.
+	Requests uint64 `json:"requests"`
+}
+
+// Stats returns a snapshot of every backend, in the order given.
+func (b *Balancer) Stats() []UpstreamStats {
+	out := make([]UpstreamStats, len(b.backends))
+	for i := range b.backends {
+		be := &b.backends[i]
+		s := UpstreamStats{
+			Addr:     be.Addr,
+			InFlight: be.inFlight.Load(),
+			Down:     be.down.Load(),
+			Failures: be.failures.Load(),
+			Requests: be.requests.Load(),
+		}
+		if until := be.downUntil.Load(); until != 0 {
+			s.DownUntil = b.epoch.Add(time.Duration(until))
+		}
+		out[i] = s
+	}
+	return out
+}
+
+// healthMissingScript is what the health check asks for without a ping
+// path: php-fpm answers "File not found." with status 404.
+const healthMissingScript = "/.realroot-health-missing.php"
+
+// maxHealthBody bounds what is read of a health check's answer.
+const maxHealthBody = 64 << 10
+
+// Run runs the active health check until ctx is done, then returns once its
+// requests have ended: every HealthInterval, one FastCGI request to each
+// backend, each backend on its own goroutine so that a slow one delays no
+// other. A request waits like any other: for a free connection up to the
+// client's QueueTimeout (fcgi.ErrBusy then tells nothing), for php-fpm up to
+// its ReadTimeout. Run returns at once when HealthInterval is zero.
+func (b *Balancer) Run(ctx context.Context) error {
+	if b.opts.HealthInterval <= 0 {
+		return nil
+	}
+	var wg sync.WaitGroup
+	for i := range b.backends {
+		be := &b.backends[i]
+		wg.Go(func() { b.watch(ctx, be) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// watch checks be at once, then every HealthInterval, until ctx is done.
+func (b *Balancer) watch(ctx context.Context, be *backend) {
+	t := time.NewTicker(b.opts.HealthInterval)
+	defer t.Stop()
+	for {
+		b.check(ctx, be)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// check runs one health check request on be and marks it down or up.
+func (b *Balancer) check(ctx context.Context, be *backend) {
+	sent := b.clock()
+	resp, err := be.Upstream.Do(ctx, b.healthRequest())
+	if err == nil {
+		_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, maxHealthBody))
+		resp.Body.Close()
+	}
+	switch {
+	case ctx.Err() != nil, errors.Is(err, fcgi.ErrBusy), errors.Is(err, fcgi.ErrClosed):
+		return // stopping, or every connection busy with requests: nothing learnt
+	case err != nil:
+		b.markDown(be, "health check failed", err)
+	case b.opts.PingPath != "" && resp.Status != http.StatusOK:
+		b.markDown(be, "health check failed", fmt.Errorf("ping %s answered %d; is ping.path = %s set in php-fpm's pool?",
+			b.opts.PingPath, resp.Status, b.opts.PingPath))
+	default:
+		b.markUp(be, sent, "health check passed")
+	}
+}
+
+// healthRequest is a GET of the ping path, or of a missing script.
+func (b *Balancer) healthRequest() *gofast.Request {
+	script := b.opts.PingPath
+	if script == "" {
+		script = healthMissingScript
+	}
+	return &gofast.Request{Role: gofast.RoleResponder, Params: map[string]string{
+		"GATEWAY_INTERFACE": "CGI/1.1",
+		"SERVER_SOFTWARE":   "realroot",
+		"SERVER_PROTOCOL":   "HTTP/1.1",
+		"SERVER_NAME":       "localhost",
+		"SERVER_ADDR":       "127.0.0.1",
+		"SERVER_PORT":       "80",
+		"REMOTE_ADDR":       "127.0.0.1",
+		"REMOTE_PORT":       "0",
+		"REQUEST_METHOD":    http.MethodGet,
+		"REQUEST_URI":       script,
+		"DOCUMENT_URI":      script,
+		"SCRIPT_NAME":       script,
+		"SCRIPT_FILENAME":   script,
+		"DOCUMENT_ROOT":     "/",
+		"QUERY_STRING":      "",
+		"CONTENT_LENGTH":    "",
+		"HTTP_USER_AGENT":   "realroot-health-check",
+	}}
+}
