@@ -92,7 +92,13 @@ func startAdmin(c conf.Config, srv *server, log *zap.Logger) (*adminListener, er
 		Releases:  releasesOf(func() *resolve.Releases { return srv.cur.Load().root.rs }),
 		Metrics:   srv.metrics,
 		PoolStats: func() fcgi.PoolStats { return sumPoolStats(srv.cur.Load().up.clients) },
-		Version:   version,
+		Upstreams: func() []proxy.UpstreamStats {
+			if b := srv.cur.Load().up.bal; b != nil {
+				return b.Stats()
+			}
+			return nil
+		},
+		Version: version,
 		Ready: readyCheck(func() (conf.Config, *resolve.Releases) {
 			g := srv.cur.Load()
 			return g.cfg, g.root.rs

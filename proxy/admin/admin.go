@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"realroot/proxy"
 	"realroot/proxy/fcgi"
 	"realroot/resolve"
 )
@@ -59,6 +60,9 @@ type Options struct {
 	ReadyCache time.Duration
 	// ReadyTimeout bounds one Ready call. Zero means 2s.
 	ReadyTimeout time.Duration
+	// Upstreams returns the state of each php-fpm upstream when there are
+	// several (proxy.Balancer.Stats). Nil means one upstream.
+	Upstreams func() []proxy.UpstreamStats
 	// Pools returns the php-fpm pools realroot runs itself (managed mode),
 	// for /status and /metrics. Nil means none: php-fpm is run by others.
 	Pools func() []Pool
@@ -82,6 +86,9 @@ type Status struct {
 	// PHPFPMPools are the php-fpm pools realroot runs, one per release, in
 	// managed mode: those alive, oldest first, then those recently stopped.
 	PHPFPMPools []Pool `json:"php_fpm_pools,omitempty"`
+	// Upstreams are the php-fpm upstreams when there are several: in
+	// flight, down (skipped) until when, failures.
+	Upstreams []proxy.UpstreamStats `json:"upstreams,omitempty"`
 }
 
 // Pool is one php-fpm master that realroot runs for one release (managed
@@ -213,6 +220,9 @@ func (h *Handler) Status(ctx context.Context) Status {
 	}
 	if h.opts.Pools != nil {
 		s.PHPFPMPools = h.opts.Pools()
+	}
+	if h.opts.Upstreams != nil {
+		s.Upstreams = h.opts.Upstreams()
 	}
 	return s
 }

@@ -318,3 +318,23 @@ func TestPools(t *testing.T) {
 		t.Errorf("pool metrics without Options.Pools")
 	}
 }
+
+func TestUpstreams(t *testing.T) {
+	ups := []proxy.UpstreamStats{
+		{Addr: "unix:/run/a.sock", InFlight: 2, Requests: 10},
+		{Addr: "10.0.0.2:9000", Down: true, DownUntil: time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC), Failures: 3},
+	}
+	h := New(Options{Releases: newFake(), Upstreams: func() []proxy.UpstreamStats { return ups }})
+	_, body := get(t, h, "/status")
+	var s Status
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatalf("decode /status: %v\n%s", err, body)
+	}
+	if len(s.Upstreams) != 2 || s.Upstreams[0].InFlight != 2 || !s.Upstreams[1].Down || s.Upstreams[1].Failures != 3 {
+		t.Errorf("/status upstreams = %+v; want the 2 upstreams", s.Upstreams)
+	}
+	_, body = get(t, New(Options{Releases: newFake()}), "/status")
+	if strings.Contains(body, `"upstreams"`) {
+		t.Errorf("/status with one upstream lists upstreams:\n%s", body)
+	}
+}
