@@ -419,6 +419,14 @@ func (b *Balancer) healthRequest() *gofast.Request {
 	if script == "" {
 		script = healthMissingScript
 	}
+	return ProbeRequest(script, script, "/", "realroot-health-check")
+}
+
+// ProbeRequest is a bodyless GET that asks php-fpm whether it answers: of
+// its ping.path, or of a script that need not exist (php-fpm's 404 is an
+// answer too). filename is SCRIPT_FILENAME, docroot DOCUMENT_ROOT, agent
+// HTTP_USER_AGENT.
+func ProbeRequest(script, filename, docroot, agent string) *gofast.Request {
 	return &gofast.Request{Role: gofast.RoleResponder, Params: map[string]string{
 		"GATEWAY_INTERFACE": "CGI/1.1",
 		"SERVER_SOFTWARE":   "realroot",
@@ -432,10 +440,10 @@ func (b *Balancer) healthRequest() *gofast.Request {
 		"REQUEST_URI":       script,
 		"DOCUMENT_URI":      script,
 		"SCRIPT_NAME":       script,
-		"SCRIPT_FILENAME":   script,
-		"DOCUMENT_ROOT":     "/",
+		"SCRIPT_FILENAME":   filename,
+		"DOCUMENT_ROOT":     docroot,
 		"QUERY_STRING":      "",
 		"CONTENT_LENGTH":    "",
-		"HTTP_USER_AGENT":   "realroot-health-check",
+		"HTTP_USER_AGENT":   agent,
 	}}
 }

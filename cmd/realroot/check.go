@@ -12,9 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/yookoala/gofast"
-
 	"realroot/conf"
+	"realroot/proxy"
 	"realroot/resolve"
 )
 
@@ -138,23 +137,7 @@ func askFastCGI(ctx context.Context, network, address string, c conf.Config, doc
 	if script == "" {
 		script, filename = missingScript, filepath.Join(docroot, missingScript)
 	}
-	req := &gofast.Request{Role: gofast.RoleResponder, Params: map[string]string{
-		"GATEWAY_INTERFACE": "CGI/1.1",
-		"SERVER_SOFTWARE":   "realroot/" + version,
-		"SERVER_PROTOCOL":   "HTTP/1.1",
-		"SERVER_NAME":       "localhost",
-		"SERVER_ADDR":       "127.0.0.1",
-		"SERVER_PORT":       "80",
-		"REMOTE_ADDR":       "127.0.0.1",
-		"REMOTE_PORT":       "0",
-		"REQUEST_METHOD":    http.MethodGet,
-		"REQUEST_URI":       script,
-		"DOCUMENT_URI":      script,
-		"SCRIPT_NAME":       script,
-		"SCRIPT_FILENAME":   filename,
-		"DOCUMENT_ROOT":     docroot,
-		"QUERY_STRING":      "",
-	}}
+	req := proxy.ProbeRequest(script, filename, docroot, "realroot-check")
 	resp, err := client.Do(ctx, req)
 	if err != nil {
 		return "", err
