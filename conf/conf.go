@@ -185,6 +185,9 @@ type Config struct {
 	// AdminAllowRemote: admin-allow-remote, allow an admin address that is
 	// not loopback (the admin API has no authentication). Default false.
 	AdminAllowRemote bool
+	// AdminPprof: admin-pprof, serve Go's profiler (net/http/pprof) under
+	// /debug/pprof/ on the admin listener. Default false.
+	AdminPprof bool
 	// ReleaseChecks: release-checks, check every release in the background
 	// when it is first seen: files with a future mtime, the front
 	// controller and index, PHP files php-user cannot read. Default true.

@@ -45,7 +45,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("request defaults changed: body-timeout %v, max-uri-length %v, buffer-responses %v; want 1m, 8k, false",
 			d.BodyTimeout, d.MaxURILength, d.BufferResponses)
 	}
-	if d.Admin != "" || d.AdminAllowRemote || !d.ReleaseChecks || d.PHPUser != "" || d.Warm != nil ||
+	if d.Admin != "" || d.AdminAllowRemote || d.AdminPprof || !d.ReleaseChecks || d.PHPUser != "" || d.Warm != nil ||
 		d.WarmTimeout != 10*time.Second || d.WarmFailure != "keep" || d.OnDrain != "" || d.OnDrainTimeout != 30*time.Second {
 		t.Errorf("deploy defaults changed: %+v; want admin off, release-checks on, warm-timeout 10s, warm-failure keep, on-drain-timeout 30s", d)
 	}
@@ -64,6 +64,7 @@ func TestKeys(t *testing.T) {
 		{"admin", `"127.0.0.1:9180"`, "127.0.0.1:9180", []string{"--admin", "127.0.0.1:9180"},
 			func(c *Config) { c.Admin = "127.0.0.1:9180" }},
 		{"admin-allow-remote", `true`, "true", []string{"--admin-allow-remote"}, func(c *Config) { c.AdminAllowRemote = true }},
+		{"admin-pprof", `true`, "true", []string{"--admin-pprof"}, func(c *Config) { c.AdminPprof = true }},
 		{"release-checks", `false`, "false", []string{"--release-checks=false"}, func(c *Config) { c.ReleaseChecks = false }},
 		{"php-user", `"www-data"`, "www-data", []string{"--php-user", "www-data"}, func(c *Config) { c.PHPUser = "www-data" }},
 		{"warm", `["/", "/health.php?deep=1"]`, "/, /health.php?deep=1", []string{"--warm", "/", "--warm", "/health.php?deep=1"},

@@ -74,6 +74,7 @@ func FlagSet(c *Config) *flag.FlagSet {
 	str(&c.AccessLogFile, "access-log-file", "write the access log to `FILE`, reopened on SIGUSR1 (default: stderr)")
 	str(&c.Admin, "admin", "serve the admin API (/metrics, /status, /healthz, /readyz) on `ADDR`, host:port, loopback only (default: off)")
 	fs.Var((*boolean)(&c.AdminAllowRemote), "admin-allow-remote", "allow an admin address that is not loopback; the admin API has no authentication: firewall it")
+	fs.Var((*boolean)(&c.AdminPprof), "admin-pprof", "serve Go's profiler under /debug/pprof/ on the admin listener, e.g. go tool pprof http://ADMIN/debug/pprof/profile?seconds=10")
 	fs.Var((*boolean)(&c.ReleaseChecks), "release-checks", "check each new release in the background: future mtimes, front controller and index, PHP files php-user cannot read")
 	str(&c.PHPUser, "php-user", "php-fpm's pool `USER`, a name or a uid, for the check of PHP files it cannot read (default: not checked)")
 	fs.Var(&list{p: &c.Warm}, "warm", "URL `PATH` requested from a new release through php-fpm before it gets traffic; repeatable (default: no warm-up)")

@@ -103,6 +103,7 @@ func startAdmin(c conf.Config, srv *server, log *zap.Logger) (*adminListener, er
 			g := srv.cur.Load()
 			return g.cfg, g.root.rs
 		}),
+		Pprof:  c.AdminPprof,
 		Logger: log,
 	}
 	if m := srv.pools; m != nil { // managed mode: the pools realroot runs

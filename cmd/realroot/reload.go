@@ -33,6 +33,7 @@ var restartOnly = []restartSetting{
 	{"access-log-file", func(c *conf.Config, old conf.Config) { c.AccessLogFile = old.AccessLogFile }},
 	{"admin", func(c *conf.Config, old conf.Config) { c.Admin = old.Admin }},
 	{"admin-allow-remote", func(c *conf.Config, old conf.Config) { c.AdminAllowRemote = old.AdminAllowRemote }},
+	{"admin-pprof", func(c *conf.Config, old conf.Config) { c.AdminPprof = old.AdminPprof }},
 	{"release-checks", func(c *conf.Config, old conf.Config) { c.ReleaseChecks = old.ReleaseChecks }},
 	{"php-user", func(c *conf.Config, old conf.Config) { c.PHPUser = old.PHPUser }},
 	{"warm", func(c *conf.Config, old conf.Config) { c.Warm = old.Warm }},

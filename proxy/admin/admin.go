@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -66,6 +67,8 @@ type Options struct {
 	// Pools returns the php-fpm pools realroot runs itself (managed mode),
 	// for /status and /metrics. Nil means none: php-fpm is run by others.
 	Pools func() []Pool
+	// Pprof serves Go's profiler (net/http/pprof) under /debug/pprof/.
+	Pprof bool
 	// Logger receives errors gathering metrics. Nil means none.
 	Logger *zap.Logger
 }
@@ -181,6 +184,13 @@ func New(opts Options) *Handler {
 		text(w, http.StatusOK, "ok\n")
 	})
 	h.mux.HandleFunc("GET /readyz", h.readyz)
+	if opts.Pprof {
+		h.mux.HandleFunc("/debug/pprof/", pprof.Index)
+		h.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		h.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		h.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		h.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	h.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusOK, "realroot admin: /metrics /status /healthz /readyz\n")
 	})

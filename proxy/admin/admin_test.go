@@ -338,3 +338,14 @@ func TestUpstreams(t *testing.T) {
 		t.Errorf("/status with one upstream lists upstreams:\n%s", body)
 	}
 }
+
+// TestPprof: the profiler is served only when asked for.
+func TestPprof(t *testing.T) {
+	if code, _ := get(t, New(Options{Releases: newFake()}), "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("without Pprof: /debug/pprof/ = %d, want 404", code)
+	}
+	code, body := get(t, New(Options{Releases: newFake(), Pprof: true}), "/debug/pprof/goroutine?debug=1")
+	if code != http.StatusOK || !strings.Contains(body, "goroutine profile:") {
+		t.Errorf("with Pprof: /debug/pprof/goroutine = %d %.80q", code, body)
+	}
+}
