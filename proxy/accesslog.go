@@ -132,7 +132,7 @@ func (h *Handler) logAccess(w *recorder, r *http.Request, x *exchange) {
 		zap.String("route", x.route.kind.String()),
 		zap.String("release", x.rel.Root),
 		zap.Uint64("gen", x.rel.Gen),
-		zap.String("request_id", x.id),
+		zap.String("request_id", x.requestID()),
 		zap.String("user_agent", r.UserAgent()),
 		zap.String("referer", r.Referer()),
 	)

@@ -72,13 +72,14 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 	streaming := resp.Header.Get("X-Accel-Buffering") == "no" ||
 		strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	hd := w.Header()
+	hd["Date"] = h.date.get(time.Now()) // PHP's own wins
 	for k, v := range resp.Header {
 		hd[k] = v
 	}
 	for _, k := range hiddenHeaders {
 		delete(hd, k)
 	}
-	hd.Set("X-Request-Id", x.id)
+	hd.Set("X-Request-Id", x.requestID())
 	if target, accel, ok := h.internalTarget(resp.Header); ok {
 		return h.serveInternal(w, r, x, resp, start, target, accel)
 	}
@@ -211,7 +212,7 @@ func (h *Handler) routeParams(p map[string]string, r *http.Request, x *exchange,
 	} else {
 		p["CONTENT_LENGTH"] = ""
 	}
-	p["HTTP_X_REQUEST_ID"] = x.id
+	p["HTTP_X_REQUEST_ID"] = x.requestID()
 }
 
 // logStderr sends what PHP wrote to stderr to the log, once per request.
@@ -226,6 +227,6 @@ func (h *Handler) logStderr(r *http.Request, x *exchange, stderr func() ([]byte,
 		zap.String("uri", r.RequestURI),
 		zap.String("script", x.route.name),
 		zap.String("release", x.rel.Root),
-		zap.String("request_id", x.id),
+		zap.String("request_id", x.requestID()),
 	)
 }

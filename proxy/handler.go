@@ -171,6 +171,7 @@ type Handler struct {
 	czBufs   sync.Pool  // *[]byte holding a response's first bytes
 	local    localAddr  // SERVER_ADDR and SERVER_PORT, cached
 	files    fileCache  // small static files
+	date     dateHeader
 }
 
 // New returns a Handler serving releases through upstream.
@@ -229,7 +230,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rel := h.releases.Pin()
 	defer rel.Unpin()
 
-	x := exchange{start: time.Now(), rel: rel, id: h.ids.get(r)}
+	x := exchange{start: time.Now(), rel: rel, ids: &h.ids, req: r}
 	rec := recorder{ResponseWriter: w}
 	defer h.logAccess(&rec, r, &x)
 	if !h.opts.DisableCompression && r.Method != http.MethodHead {
@@ -249,9 +250,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type exchange struct {
 	start    time.Time
 	rel      *resolve.Release
-	id       string
+	ids      *requestIDs
+	req      *http.Request
+	id       string // made by requestID when first needed
 	route    route
 	upstream time.Duration // time spent with php-fpm; zero when not involved
+}
+
+// requestID is the request's id (see requestIDs), made when first asked
+// for: a static file served without an access log needs none.
+func (x *exchange) requestID() string {
+	if x.id == "" {
+		x.id = x.ids.get(x.req)
+	}
+	return x.id
 }
 
 func (h *Handler) serve(w *recorder, r *http.Request, x *exchange) error {
@@ -300,7 +312,7 @@ func (h *Handler) fail(w *recorder, r *http.Request, x *exchange, err error) {
 			zap.String("method", r.Method),
 			zap.String("uri", r.RequestURI),
 			zap.String("release", x.rel.Root),
-			zap.String("request_id", x.id),
+			zap.String("request_id", x.requestID()),
 		)
 	}
 	if he.upstream != "" && h.opts.Observer != nil {

@@ -63,7 +63,7 @@ func (h *Handler) warm(ctx context.Context, rel *resolve.Release, target string)
 	r.RemoteAddr = "127.0.0.1"
 	r.Header.Set("User-Agent", "realroot-warmup")
 
-	x := exchange{start: time.Now(), rel: rel, id: h.ids.get(r)}
+	x := exchange{start: time.Now(), rel: rel, ids: &h.ids, req: r}
 	p, err := resolve.CleanPath(r.URL.Path)
 	if err != nil {
 		return err
@@ -102,7 +102,7 @@ func (h *Handler) warm(ctx context.Context, rel *resolve.Release, target string)
 			zap.Int("status", resp.Status),
 			zap.Duration("duration", time.Since(x.start)),
 			zap.String("release", rel.Root),
-			zap.String("request_id", x.id))
+			zap.String("request_id", x.requestID()))
 	}
 	return nil
 }
