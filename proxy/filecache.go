@@ -3,8 +3,11 @@ package proxy
 import (
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
+	"strconv"
 	"sync"
+	"time"
 )
 
 // fileCache keeps small static files in memory, so that serving one costs
@@ -23,6 +26,9 @@ type cachedFile struct {
 	fi   fs.FileInfo // of the file read
 	data []byte
 	etag string
+	// Header values, each of capacity 1 so that an append copies: set
+	// straight into a response's header map, they cost no allocation.
+	etagV, lastModified, length []string
 }
 
 const (
@@ -56,6 +62,11 @@ func (c *fileCache) fill(path string, f *os.File, fi fs.FileInfo) *cachedFile {
 		return nil // it grew
 	}
 	e := &cachedFile{fi: fi, data: data, etag: etag(fi.ModTime().Unix(), fi.Size())}
+	e.etagV = []string{e.etag}[:1:1]
+	if mt := fi.ModTime(); !mt.IsZero() && !mt.Equal(time.Unix(0, 0)) { // as http.ServeContent
+		e.lastModified = []string{mt.UTC().Format(http.TimeFormat)}[:1:1]
+	}
+	e.length = []string{strconv.FormatInt(fi.Size(), 10)}[:1:1]
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.entries == nil || c.size+fi.Size() > cacheTotalMax {

@@ -9,6 +9,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 
 	"realroot/resolve"
 )
@@ -41,7 +42,7 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 	name := x.route.name
 	ext := path.Ext(name)
 	hd := w.Header()
-	hd.Set("Content-Type", contentType(name))
+	hd["Content-Type"] = contentTypeOf(name)
 
 	served, sfi := name, x.route.info
 	// A range is of the file itself, never of a compressed sibling.
@@ -74,8 +75,7 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 	full := x.rel.Path(served)
 	if sfi != nil && sfi.Size() <= cacheFileMax {
 		if e := h.files.get(full, sfi); e != nil {
-			hd.Set("ETag", e.etag)
-			http.ServeContent(w, r, "", e.fi.ModTime(), bytes.NewReader(e.data))
+			serveCached(w, r, e, h.date.get(x.start))
 			return nil
 		}
 	}
@@ -93,8 +93,7 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 		return errNotFound("not a regular file")
 	}
 	if e := h.files.fill(full, f, fi); e != nil {
-		hd.Set("ETag", e.etag)
-		http.ServeContent(w, r, "", e.fi.ModTime(), bytes.NewReader(e.data))
+		serveCached(w, r, e, h.date.get(x.start))
 		return nil
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -103,6 +102,52 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 	hd.Set("ETag", etag(fi.ModTime().Unix(), fi.Size()))
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	return nil
+}
+
+// conditionalHeaders are the request headers that make a static answer
+// other than the whole file: http.ServeContent handles those.
+var conditionalHeaders = []string{"Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range"}
+
+var acceptRanges = []string{"bytes"}[:1:1]
+
+// serveCached serves a file from memory. The usual request, which asks for
+// the whole file unconditionally, gets the headers http.ServeContent would
+// set and the body in one write with them; any other goes through
+// ServeContent (ranges, 304, 412).
+func serveCached(w *recorder, r *http.Request, e *cachedFile, date []string) {
+	hd := w.Header()
+	hd["Etag"] = e.etagV
+	for _, k := range conditionalHeaders {
+		if _, ok := r.Header[k]; ok {
+			http.ServeContent(w, r, "", e.fi.ModTime(), bytes.NewReader(e.data))
+			return
+		}
+	}
+	hd["Date"] = date
+	if e.lastModified != nil {
+		hd["Last-Modified"] = e.lastModified
+	}
+	hd["Accept-Ranges"] = acceptRanges
+	hd["Content-Length"] = e.length
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(e.data)
+	}
+}
+
+// contentTypes caches contentType's answer by extension, as a header
+// value of capacity 1. The extensions are those of files that exist.
+var contentTypes sync.Map // string -> []string
+
+// contentTypeOf is contentType(name) as a header value.
+func contentTypeOf(name string) []string {
+	ext := path.Ext(name)
+	if v, ok := contentTypes.Load(ext); ok {
+		return v.([]string)
+	}
+	v := []string{contentType(name)}[:1:1]
+	contentTypes.Store(ext, v)
+	return v
 }
 
 // contentType is the Content-Type of a file by its extension, else

@@ -225,3 +225,44 @@ func TestStaticCache(t *testing.T) {
 		t.Errorf("range from memory = %d %q; want 206 second", w.Code, w.Body.String())
 	}
 }
+
+// TestServeCachedAsServeContent: a small file served from memory gets the
+// headers and body http.ServeContent gives, in one write, for GET and HEAD,
+// with an ordinary mtime and with the epoch (no Last-Modified then).
+func TestServeCachedAsServeContent(t *testing.T) {
+	body := strings.Repeat("x", 700)
+	dir := newDeploy(t, map[string]string{"a.css": body, "epoch.css": body}, "A")
+	h := New(newReleases(t, filepath.Join(dir, "current")), nil, Options{DisableCompression: true})
+	mtimes := map[string]time.Time{"a.css": time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC), "epoch.css": time.Unix(0, 0)}
+	for f, mt := range mtimes {
+		os.Chtimes(filepath.Join(dir, "releases/A", f), mt, mt)
+	}
+	for f, mt := range mtimes {
+		for _, method := range []string{"GET", "HEAD"} {
+			want := httptest.NewRecorder()
+			want.Header().Set("Content-Type", "text/css; charset=utf-8")
+			want.Header().Set("Etag", etag(mt.Unix(), int64(len(body))))
+			http.ServeContent(want, httptest.NewRequest(method, "/"+f, nil), "", mt, strings.NewReader(body))
+			for i := range 2 { // filling the cache, then from it
+				got := httptest.NewRecorder()
+				h.ServeHTTP(got, httptest.NewRequest(method, "/"+f, nil))
+				if got.Code != want.Code || got.Body.String() != want.Body.String() {
+					t.Errorf("%s %s #%d: %d %d bytes, want %d %d bytes", method, f, i, got.Code, got.Body.Len(), want.Code, want.Body.Len())
+				}
+				gh := got.Header().Clone()
+				if gh.Get("Date") == "" {
+					t.Errorf("%s %s #%d: no Date", method, f, i)
+				}
+				gh.Del("Date")
+				for k := range want.Header() {
+					if gh.Get(k) != want.Header().Get(k) {
+						t.Errorf("%s %s #%d: %s = %q, want %q", method, f, i, k, gh.Get(k), want.Header().Get(k))
+					}
+				}
+				if len(gh) != len(want.Header()) {
+					t.Errorf("%s %s #%d: headers %v, want %v", method, f, i, gh, want.Header())
+				}
+			}
+		}
+	}
+}
