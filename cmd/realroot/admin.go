@@ -191,7 +191,7 @@ func sumPoolStats(clients []*fcgi.Client) fcgi.PoolStats {
 		s.Retries += p.Retries
 		s.Busy += p.Busy
 		s.IdleClosed += p.IdleClosed
-		s.DeadOnReuse += p.DeadOnReuse
+		s.Yielded += p.Yielded
 	}
 	return s
 }

@@ -130,16 +130,16 @@ type Readiness struct {
 
 // PoolStatus is fcgi.PoolStats in JSON.
 type PoolStatus struct {
-	Open        int    `json:"open"`
-	Idle        int    `json:"idle"`
-	InUse       int    `json:"in_use"`
-	Waiting     int    `json:"waiting"`
-	Dials       uint64 `json:"dials"`
-	Reuses      uint64 `json:"reuses"`
-	Retries     uint64 `json:"retries"`
-	Busy        uint64 `json:"busy"`
-	IdleClosed  uint64 `json:"idle_closed"`
-	DeadOnReuse uint64 `json:"dead_on_reuse"`
+	Open       int    `json:"open"`
+	Idle       int    `json:"idle"`
+	InUse      int    `json:"in_use"`
+	Waiting    int    `json:"waiting"`
+	Dials      uint64 `json:"dials"`
+	Reuses     uint64 `json:"reuses"`
+	Retries    uint64 `json:"retries"`
+	Busy       uint64 `json:"busy"`
+	IdleClosed uint64 `json:"idle_closed"`
+	Yielded    uint64 `json:"yielded"`
 }
 
 // Handler serves the admin API. Create it with New.
@@ -225,7 +225,7 @@ func (h *Handler) Status(ctx context.Context) Status {
 		s.Pool = &PoolStatus{
 			Open: p.Open, Idle: p.Idle, InUse: p.InUse, Waiting: p.Waiting,
 			Dials: p.Dials, Reuses: p.Reuses, Retries: p.Retries, Busy: p.Busy,
-			IdleClosed: p.IdleClosed, DeadOnReuse: p.DeadOnReuse,
+			IdleClosed: p.IdleClosed, Yielded: p.Yielded,
 		}
 	}
 	if h.opts.Pools != nil {

@@ -63,8 +63,8 @@ var (
 		"Requests answered 503 by backpressure: every connection stayed busy and the queue was full or timed out.")
 	descIdleClosed = desc("realroot_fastcgi_idle_closed_total",
 		"Idle connections closed after the idle timeout.")
-	descDeadOnReuse = desc("realroot_fastcgi_dead_on_reuse_total",
-		"Kept connections found closed by php-fpm when taken for reuse.")
+	descYielded = desc("realroot_fastcgi_yielded_total",
+		"Kept connections closed as they came back because a request on a new connection waited for php-fpm (more connections than workers).")
 
 	descPoolInFlight = desc("realroot_php_fpm_pool_in_flight",
 		"FastCGI exchanges running on each php-fpm pool realroot runs (managed mode).", "pool", "release", "gen", "state")
@@ -91,7 +91,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	if c.pool != nil {
 		for _, d := range []*prometheus.Desc{
 			descConnsOpen, descConnsInUse, descConnsIdle, descWaiting, descDials,
-			descReuses, descRetries, descBusy, descIdleClosed, descDeadOnReuse,
+			descReuses, descRetries, descBusy, descIdleClosed, descYielded,
 		} {
 			ch <- d
 		}
@@ -153,5 +153,5 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRetries, p.Retries)
 	counter(descBusy, p.Busy)
 	counter(descIdleClosed, p.IdleClosed)
-	counter(descDeadOnReuse, p.DeadOnReuse)
+	counter(descYielded, p.Yielded)
 }

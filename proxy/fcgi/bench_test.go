@@ -72,13 +72,32 @@ func BenchmarkDoParallel(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				buf := make([]byte, 32<<10)
 				for pb.Next() {
-					if err := doRead(c, &gofast.Request{Params: params}, buf); err != nil {
+					if err := doRead(context.Background(), c, &gofast.Request{Params: params}, buf); err != nil {
 						b.Error(err)
 						return
 					}
 				}
 			})
 		})
+	}
+}
+
+// BenchmarkDoCancelable runs GETs on kept connections to the lean fake under
+// a context that can be cancelled, as the server's requests are: each
+// exchange then registers a context.AfterFunc, which BenchmarkDo's
+// background context spares.
+func BenchmarkDoCancelable(b *testing.B) {
+	lean := startLean(b, "Content-type: text/html; charset=UTF-8\r\n\r\n"+benchPage)
+	c := newClient(b, lean, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	params := typicalParams()
+	buf := make([]byte, 32<<10)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := doRead(ctx, c, &gofast.Request{Params: params}, buf); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
@@ -95,15 +114,15 @@ func benchDo(b *testing.B, c *Client, stdin func() io.ReadCloser) {
 		if stdin != nil {
 			req.Stdin = stdin()
 		}
-		if err := doRead(c, req, buf); err != nil {
+		if err := doRead(context.Background(), c, req, buf); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
 // doRead runs req and reads benchPage back.
-func doRead(c *Client, req *gofast.Request, buf []byte) error {
-	resp, err := c.Do(context.Background(), req)
+func doRead(ctx context.Context, c *Client, req *gofast.Request, buf []byte) error {
+	resp, err := c.Do(ctx, req)
 	if err != nil {
 		return err
 	}

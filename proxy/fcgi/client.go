@@ -62,7 +62,12 @@ type Client struct {
 	// DialTimeout bounds connecting. Zero means 5s.
 	DialTimeout time.Duration
 	// ReadTimeout bounds the wait between two reads from the application,
-	// like nginx's fastcgi_read_timeout. Zero means 60s.
+	// like nginx's fastcgi_read_timeout. Zero means 60s. The deadline is
+	// moved lazily, at most once per ReadTimeout/8 (moving it updates a
+	// runtime timer): a read that gets nothing fails at least
+	// ReadTimeout - ReadTimeout/8 and at most ReadTimeout after it began
+	// (52.5s to 60s by default), the first read of a request on a kept
+	// connection included.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds the wait between two writes to the application,
 	// like nginx's fastcgi_send_timeout. Zero means 60s.
@@ -129,10 +134,11 @@ type Response struct {
 //
 // Kept connections and retries. php-fpm may close a kept connection while
 // it is idle (pm.max_requests recycles the worker, a reload,
-// request_terminate_timeout), and the close may land just after the check
-// done when taking it: at pm.max_requests, php-fpm sends FCGI_END_REQUEST,
-// then half-closes the connection and discards whatever arrives on it. A
-// request sent on it in between is lost, with no byte of response. Hence:
+// request_terminate_timeout): at pm.max_requests, php-fpm sends
+// FCGI_END_REQUEST, then half-closes the connection and discards whatever
+// arrives on it. A kept connection is not checked when taken (a check costs
+// a read per request, and a close can land just after it): a request sent on
+// a connection that php-fpm closed is lost, with no byte of response. Hence:
 //   - Only a request that can be sent again goes on a kept connection: a GET
 //     or HEAD (REQUEST_METHOD) without a body. Any other request gets a new
 //     connection, so that it is never lost this way nor sent twice.

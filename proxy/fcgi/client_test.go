@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/fcgi"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -81,6 +82,12 @@ func TestParamsRoundTrip(t *testing.T) {
 func TestResponseHeader(t *testing.T) {
 	long16 := strings.Repeat("c", 16<<10)
 	long60 := strings.Repeat("s", 60<<10)
+	session := "X-Powered-By: PHP/8.2\r\nSet-Cookie: PHPSESSID=x; path=/\r\nExpires: Thu, 19 Nov 1981 08:52:00 GMT\r\n" +
+		"Cache-Control: no-store, no-cache, must-revalidate\r\nPragma: no-cache\r\nContent-type: text/html; charset=UTF-8\r\n\r\n"
+	sessionHeader := http.Header{
+		"X-Powered-By": {"PHP/8.2"}, "Set-Cookie": {"PHPSESSID=x; path=/"}, "Expires": {"Thu, 19 Nov 1981 08:52:00 GMT"},
+		"Cache-Control": {"no-store, no-cache, must-revalidate"}, "Pragma": {"no-cache"}, "Content-Type": {"text/html; charset=UTF-8"},
+	}
 	tests := []struct {
 		name       string
 		give       string // stdout
@@ -107,6 +114,8 @@ func TestResponseHeader(t *testing.T) {
 			301, http.Header{"Location": {"/new"}}, ""},
 		{"set-cookies", "Set-Cookie: a=1\r\nset-cookie: b=2; HttpOnly\r\nSET-COOKIE: c=3\r\nX-Powered-By: PHP\r\n\r\n", 8192,
 			200, http.Header{"Set-Cookie": {"a=1", "b=2; HttpOnly", "c=3"}, "X-Powered-By": {"PHP"}}, ""},
+		{"session, 6 lines", session, 8192, 200, sessionHeader, ""},
+		{"7 lines", "Status: 200 OK\r\n" + session, 8192, 200, sessionHeader, ""},
 		{"16 KiB line", "Set-Cookie: " + long16 + "\r\nX-After: 1\r\n\r\nbody", 8192,
 			200, http.Header{"Set-Cookie": {long16}, "X-After": {"1"}}, "body"},
 		{"60 KiB line", "Content-Security-Policy: " + long60 + "\r\n\r\nbody", maxContent,
@@ -126,6 +135,16 @@ func TestResponseHeader(t *testing.T) {
 			}
 			if !reflect.DeepEqual(resp.Header, tt.wantHeader) {
 				t.Errorf("Header = %.200v; want %.200v", resp.Header, tt.wantHeader)
+			}
+			// The values share a backing array: appending to one header's
+			// must not overwrite another's.
+			for k := range resp.Header {
+				resp.Header.Add(k, "added")
+			}
+			for k, vv := range resp.Header {
+				if want := append(slices.Clone(tt.wantHeader[k]), "added"); !slices.Equal(vv, want) {
+					t.Errorf("after Add to each: Header[%q] = %.100q; want %.100q", k, vv, want)
+				}
 			}
 			if body != tt.wantBody {
 				t.Errorf("body = %.40q (%d bytes); want %.40q (%d bytes)", body, len(body), tt.wantBody, len(tt.wantBody))

@@ -21,70 +21,6 @@ var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, rea
 // errBodyClosed is returned by Body.Read after Body.Close.
 var errBodyClosed = errors.New("fastcgi: read on closed body")
 
-// deadlineReader sets the read deadline before each read from the
-// connection, so that ReadTimeout bounds the wait between two reads. It
-// counts the bytes read: none means php-fpm sent nothing for this request.
-type deadlineReader struct {
-	conn    net.Conn
-	timeout time.Duration
-	n       int64
-	// first, if set, watches an exchange on a new connection until its
-	// first byte (see pool.put); ended at the first byte or at release.
-	first *firstByteWatch
-}
-
-func (r *deadlineReader) Read(p []byte) (int, error) {
-	if err := r.conn.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
-		return 0, err
-	}
-	n, err := r.conn.Read(p)
-	r.n += int64(n)
-	if n > 0 {
-		r.answered()
-	}
-	return n, err
-}
-
-// answered ends the first-byte watch, once.
-func (r *deadlineReader) answered() {
-	if r.first != nil {
-		r.first.done()
-		r.first = nil
-	}
-}
-
-// starveAfter is how long a request on a new connection may wait for its
-// first byte before the pool suspects it waits for a php-fpm worker (see
-// pool.put). Scripts slower than this on a new connection cost some reuse.
-const starveAfter = 10 * time.Millisecond
-
-// firstByteWatch counts an exchange on a new connection in pool.starving
-// once it has waited starveAfter for its first byte, until it gets it.
-type firstByteWatch struct {
-	p     *pool
-	t     *time.Timer
-	state atomic.Int32 // 0 waiting, 1 counted in p.starving, 2 done
-}
-
-func newFirstByteWatch(p *pool) *firstByteWatch {
-	w := &firstByteWatch{p: p}
-	w.t = time.AfterFunc(starveAfter, func() {
-		if w.state.CompareAndSwap(0, 1) {
-			p.starving.Add(1)
-		}
-	})
-	return w
-}
-
-func (w *firstByteWatch) done() {
-	switch w.state.Swap(2) {
-	case 0:
-		w.t.Stop()
-	case 1:
-		w.p.starving.Add(-1)
-	}
-}
-
 // States of the stdin goroutine (exchange.stdinEnd).
 const (
 	stdinRunning = iota
@@ -102,15 +38,15 @@ type exchange struct {
 	ctx          context.Context
 	conn         net.Conn
 	pc           *pconn // nil when the exchange must not touch the pool
-	keep         bool   // FCGI_KEEP_CONN was sent
 	dr           deadlineReader
 	br           *bufio.Reader // nil once released
 	writeTimeout time.Duration
 	maxStderr    int
 
-	// The request body: bodyMax is its CONTENT_LENGTH, the most php-fpm
-	// reads; sent is what the stdin goroutine wrote (read once stdinEnd
-	// is not stdinRunning).
+	// What was sent: FCGI_KEEP_CONN (keep), a request body. bodyMax is
+	// its CONTENT_LENGTH, the most php-fpm reads; sent is what the stdin
+	// goroutine wrote (read once stdinEnd is not stdinRunning).
+	keep     bool
 	hasStdin bool
 	bodyMax  int64
 	sent     int64
@@ -119,7 +55,7 @@ type exchange struct {
 	parked   atomic.Bool // reading side ended cleanly; Close settles the connection
 	settled  bool        // the connection was put back or closed (under mu)
 
-	stopCtx   func() bool // stops the context.AfterFunc closing conn
+	stopCtx   func() bool // stops the context.AfterFunc closing conn; nil if none
 	closeOnce sync.Once
 	closed    atomic.Bool // Body.Close was called
 
@@ -142,6 +78,13 @@ type exchange struct {
 	stderr    []byte
 	dropped   int64
 	appStatus uint32
+
+	// The Response, and the values of its first header lines, share the
+	// exchange's allocation: both live as long as the caller holds the
+	// Response. 6 lines: Content-Type, X-Powered-By, and those of a PHP
+	// session (Set-Cookie, Expires, Cache-Control, Pragma).
+	resp    Response
+	hdrVals [6]string
 }
 
 func newExchange(ctx context.Context, pc *pconn, c *Client) *exchange {
@@ -151,7 +94,7 @@ func newExchange(ctx context.Context, pc *pconn, c *Client) *exchange {
 		conn:         conn,
 		pc:           pc,
 		keep:         !c.DisableKeepAlive,
-		dr:           deadlineReader{conn: conn, timeout: c.readTimeout()},
+		dr:           deadlineReader{pc: pc, timeout: c.readTimeout()},
 		writeTimeout: c.writeTimeout(),
 		maxStderr:    c.maxStderrBytes(),
 	}
@@ -162,8 +105,17 @@ func newExchange(ctx context.Context, pc *pconn, c *Client) *exchange {
 	}
 	x.br = readerPool.Get().(*bufio.Reader)
 	x.br.Reset(&x.dr)
-	x.stopCtx = context.AfterFunc(ctx, x.closeConn)
+	if ctx.Done() != nil { // else ctx is never done: nothing to watch
+		pc.x = x
+		x.stopCtx = context.AfterFunc(ctx, pc.onCancel)
+	}
 	return x
+}
+
+// stopWatch stops ctx from closing the connection; false means it has
+// closed it or is doing so.
+func (x *exchange) stopWatch() bool {
+	return x.stopCtx == nil || x.stopCtx()
 }
 
 // closeConn closes the connection once; blocked reads and writes return.
@@ -430,11 +382,12 @@ func (x *exchange) settle(clean bool) {
 	}
 	x.settled = true
 	reuse := clean && x.keep && x.pc != nil && x.stdinClean()
-	if reuse && x.stopCtx() && x.detach() {
+	if reuse && x.stopWatch() && x.detach() {
+		x.pc.x = nil // the callback will not run: the next exchange may set it
 		x.pc.c.pool.put(x.pc)
 		return
 	}
-	x.stopCtx()
+	x.stopWatch()
 	x.closeConn()
 	if x.pc != nil {
 		x.pc.c.pool.drop()

@@ -3,23 +3,27 @@ package fcgi
 import (
 	"context"
 	"net"
-	"syscall"
 	"time"
 )
 
-// pconn is one connection to the application, pooled or not.
+// pconn is one connection to the application, pooled or not. Its fields
+// after idleAt belong to the exchange running on it, one at a time; the pool
+// hands the connection from one to the next.
 type pconn struct {
 	c      *Client
 	conn   net.Conn
 	reused bool      // it ran an exchange before; set by put
 	idleAt time.Time // when put back; under pool.mu
 
-	// Liveness check (see alive), set up at the first reuse.
-	noProbe bool // the connection cannot be checked
-	rc      syscall.RawConn
-	probeFn func(fd uintptr) // pc.probe, allocated once
-	probeOK bool
-	probeB  [1]byte
+	// readDeadline is the read deadline last set on conn (see armRead).
+	readDeadline time.Time
+
+	// x is the exchange whose ctx closes conn when done; onCancel, the
+	// context.AfterFunc callback doing so, is allocated once, here. x is
+	// set before the callback is registered and changes only once its
+	// registration was stopped (see exchange.settle).
+	x        *exchange
+	onCancel func()
 }
 
 // dialConn opens a connection (in a slot the caller holds).
@@ -29,32 +33,60 @@ func (c *Client) dialConn(ctx context.Context) (*pconn, error) {
 		return nil, err
 	}
 	c.pool.dials.Add(1)
-	return &pconn{c: c, conn: conn}, nil
+	pc := &pconn{c: c, conn: conn}
+	pc.onCancel = pc.cancel
+	return pc, nil
 }
 
-// alive reports whether a kept connection can carry a request: php-fpm has
-// not closed it and sent nothing since the last exchange ended. It reads
-// without blocking: nothing to read (EAGAIN) is the only good answer; EOF,
-// a reset, or stray bytes (which desynchronise the stream) mean dead.
-func (pc *pconn) alive() bool {
-	if pc.noProbe {
-		return true
+// cancel closes the connection of pc's exchange: its ctx is done.
+func (pc *pconn) cancel() { pc.x.closeConn() }
+
+// armRead makes the read deadline fall between timeout - timeout/8 and
+// timeout from now (see Client.ReadTimeout). Moving a deadline updates a
+// runtime timer, so it is moved only when out of that window: about once
+// per timeout/8 on a busy connection, not at every read. The deadline left
+// by a previous exchange follows the same rule, hence never cuts a wait of
+// the next one short.
+func (pc *pconn) armRead(timeout time.Duration) error {
+	d := time.Now().Add(timeout)
+	if lag := d.Sub(pc.readDeadline); lag >= 0 && lag <= timeout/8 {
+		return nil
 	}
-	if pc.probeFn == nil {
-		sc, ok := pc.conn.(syscall.Conn)
-		if !ok {
-			pc.noProbe = true
-			return true
-		}
-		rc, err := sc.SyscallConn()
-		if err != nil {
-			return false
-		}
-		pc.rc, pc.probeFn = rc, pc.probe
+	if err := pc.conn.SetReadDeadline(d); err != nil {
+		return err
 	}
-	pc.probeOK = false
-	if err := pc.rc.Control(pc.probeFn); err != nil {
-		return false
+	pc.readDeadline = d
+	return nil
+}
+
+// deadlineReader reads from an exchange's connection under a read
+// deadline, so that ReadTimeout bounds each wait (see pconn.armRead). It
+// counts the bytes read: none means php-fpm sent nothing for this request.
+type deadlineReader struct {
+	pc      *pconn
+	timeout time.Duration
+	n       int64
+	// first, if set, watches an exchange on a new connection until its
+	// first byte (see pool.put); ended at the first byte or at release.
+	first *firstByteWatch
+}
+
+func (r *deadlineReader) Read(p []byte) (int, error) {
+	if err := r.pc.armRead(r.timeout); err != nil {
+		return 0, err
 	}
-	return pc.probeOK
+	n, err := r.pc.conn.Read(p)
+	r.n += int64(n)
+	if n > 0 {
+		r.answered()
+	}
+	return n, err
+}
+
+// answered ends the first-byte watch, once.
+func (r *deadlineReader) answered() {
+	if r.first != nil {
+		r.first.done()
+		r.first = nil
+	}
 }

@@ -38,7 +38,7 @@ type pool struct {
 	// put closes what it is given (see put).
 	starving atomic.Int32
 
-	dials, reuses, retries, busy, idleClosed, deadOnReuse, yielded atomic.Uint64
+	dials, reuses, retries, busy, idleClosed, yielded atomic.Uint64
 }
 
 // PoolStats is a snapshot of a Client's connections (see Client.Stats).
@@ -48,13 +48,17 @@ type PoolStats struct {
 	InUse   int // connections running an exchange, or being dialed
 	Waiting int // requests queued for a connection
 
-	Dials       uint64 // connections opened
-	Reuses      uint64 // exchanges run on a kept connection
-	Retries     uint64 // requests retried on a fresh connection (see Client.Do)
-	Busy        uint64 // requests refused with ErrBusy
-	IdleClosed  uint64 // idle connections closed after IdleTimeout
-	DeadOnReuse uint64 // kept connections found closed by php-fpm when taken
-	Yielded     uint64 // kept connections closed to free a worker for a new one
+	Dials  uint64 // connections opened
+	Reuses uint64 // exchanges started on a kept connection, retried ones included
+	// Retries counts the requests retried on a new connection because
+	// their kept one failed before any byte of response (see Client.Do):
+	// mostly kept connections that php-fpm closed while they were idle
+	// (pm.max_requests, a reload, request_terminate_timeout), since they
+	// are not checked when taken; also php-fpm dying while running one.
+	Retries    uint64
+	Busy       uint64 // requests refused with ErrBusy
+	IdleClosed uint64 // idle connections closed after IdleTimeout
+	Yielded    uint64 // kept connections closed to free a worker for a new one
 }
 
 // waiter is a request queued for a slot.
@@ -71,9 +75,12 @@ type grant struct {
 	err error
 }
 
-// get returns a connection for one exchange: a live kept connection, or a new
-// one; a new one always when fresh is set. It waits for a slot when MaxConns
-// are open, and fails with ErrBusy past QueueTimeout or MaxQueue.
+// get returns a connection for one exchange: the most recently used kept
+// connection, or a new one; a new one always when fresh is set. A kept
+// connection is not checked: php-fpm may have closed it while it was idle,
+// which only a request sent on it tells (Client.Do sends only replayable
+// requests on kept connections, and retries them). It waits for a slot when
+// MaxConns are open, and fails with ErrBusy past QueueTimeout or MaxQueue.
 func (p *pool) get(ctx context.Context, c *Client, fresh bool) (*pconn, error) {
 	if ctx.Err() != nil {
 		return nil, ctxErr(ctx)
@@ -82,20 +89,12 @@ func (p *pool) get(ctx context.Context, c *Client, fresh bool) (*pconn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fresh && pc != nil {
-		pc.conn.Close() // to dial in its slot
-		pc = nil
-	}
-	for pc != nil {
-		if pc.alive() {
+	if pc != nil {
+		if !fresh {
 			p.reuses.Add(1)
 			return pc, nil
 		}
-		// php-fpm closed it while it was idle (pm.max_requests, a reload,
-		// a worker killed): discard it and try the next, in the same slot.
-		p.deadOnReuse.Add(1)
-		pc.conn.Close()
-		pc = p.swapIdle()
+		pc.conn.Close() // to dial in its slot
 	}
 	pc, err = c.dialConn(ctx)
 	if err != nil {
@@ -196,18 +195,6 @@ func (p *pool) popIdle(i int) *pconn {
 	return pc // the timer, if early now, finds nothing to reap
 }
 
-// swapIdle takes the top idle connection for a caller that holds a slot
-// already, or returns nil (the caller keeps its slot).
-func (p *pool) swapIdle() *pconn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	pc := p.popIdle(len(p.idle) - 1)
-	if pc != nil {
-		p.open-- // two slots held: give one back; nobody waits, idle was not empty
-	}
-	return pc
-}
-
 // put takes back a connection whose exchange ended cleanly: the first waiter
 // gets it, else it goes on top of the idle stack.
 //
@@ -250,6 +237,38 @@ func (p *pool) put(pc *pconn) {
 		}
 	}
 	p.mu.Unlock()
+}
+
+// starveAfter is how long a request on a new connection may wait for its
+// first byte before the pool suspects it waits for a php-fpm worker (see
+// pool.put). Scripts slower than this on a new connection cost some reuse.
+const starveAfter = 10 * time.Millisecond
+
+// firstByteWatch counts an exchange on a new connection in pool.starving
+// once it has waited starveAfter for its first byte, until it gets it.
+type firstByteWatch struct {
+	p     *pool
+	t     *time.Timer
+	state atomic.Int32 // 0 waiting, 1 counted in p.starving, 2 done
+}
+
+func newFirstByteWatch(p *pool) *firstByteWatch {
+	w := &firstByteWatch{p: p}
+	w.t = time.AfterFunc(starveAfter, func() {
+		if w.state.CompareAndSwap(0, 1) {
+			p.starving.Add(1)
+		}
+	})
+	return w
+}
+
+func (w *firstByteWatch) done() {
+	switch w.state.Swap(2) {
+	case 0:
+		w.t.Stop()
+	case 1:
+		w.p.starving.Add(-1)
+	}
 }
 
 // drop frees the slot of a connection that was closed (or never dialed): the
@@ -322,7 +341,6 @@ func (p *pool) stats() PoolStats {
 	s.Retries = p.retries.Load()
 	s.Busy = p.busy.Load()
 	s.IdleClosed = p.idleClosed.Load()
-	s.DeadOnReuse = p.deadOnReuse.Load()
 	s.Yielded = p.yielded.Load()
 	return s
 }

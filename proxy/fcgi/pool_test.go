@@ -269,6 +269,8 @@ func TestPoolLIFOIdleTimeout(t *testing.T) {
 
 // TestPoolDeadConnection: an application that closes each connection after
 // one request, with FCGI_KEEP_CONN or not (php-fpm with pm.max_requests=1).
+// Each connection is kept, and the next GET sent on it is retried on a new
+// one: kept connections are not checked when taken.
 func TestPoolDeadConnection(t *testing.T) {
 	c := startFake(t, serveKeep(func(c *fakeConn, req fakeRequest, body []byte) bool {
 		reply(c, "\r\nok")
@@ -281,10 +283,9 @@ func TestPoolDeadConnection(t *testing.T) {
 		}
 	}
 	s := c.Stats()
-	if s.Dials != n || s.DeadOnReuse+s.Retries != n-1 {
-		t.Errorf("Stats() = %+v; want %d dials, %d dead on reuse or retried", s, n, n-1)
+	if s.Dials != n || s.Reuses != n-1 || s.Retries != n-1 {
+		t.Errorf("Stats() = %+v; want %d dials, %d reuses, %d retries", s, n, n-1, n-1)
 	}
-	t.Logf("%d requests: %d dead on reuse, %d retried", n, s.DeadOnReuse, s.Retries)
 }
 
 // TestRetryRule: which failures on a kept connection are retried on a new
@@ -303,7 +304,7 @@ func TestRetryRule(t *testing.T) {
 		name      string
 		second    func() *gofast.Request
 		onSecond  func(c *fakeConn) // then the connection is closed
-		noProbe   bool              // the pre-use check misses a close after the first GET
+		closeIdle bool              // the connection is closed after the first GET instead
 		wantErr   error
 		wantSeen  int // times the application read the second request
 		wantRetry uint64
@@ -312,9 +313,14 @@ func TestRetryRule(t *testing.T) {
 		{name: "GET read then closed", second: request("GET"), wantSeen: 2, wantRetry: 1, wantDials: 2},
 		{name: "HEAD read then closed", second: request("HEAD"), wantSeen: 2, wantRetry: 1, wantDials: 2},
 		{
-			// The first write fails (EPIPE): nothing reached php-fpm.
-			name: "GET on a connection closed unseen", second: request("GET"),
-			noProbe: true, wantSeen: 1, wantRetry: 1, wantDials: 2,
+			// Not checked when taken: the first write fails (EPIPE), so
+			// nothing reached php-fpm.
+			name: "GET on a connection closed while idle", second: request("GET"),
+			closeIdle: true, wantSeen: 1, wantRetry: 1, wantDials: 2,
+		},
+		{
+			name: "HEAD on a connection closed while idle", second: request("HEAD"),
+			closeIdle: true, wantSeen: 1, wantRetry: 1, wantDials: 2,
 		},
 		{
 			// A byte of response means php-fpm ran it.
@@ -337,13 +343,13 @@ func TestRetryRule(t *testing.T) {
 				serveKeep(func(fc *fakeConn, req fakeRequest, body []byte) bool {
 					log.record(req)
 					uri := req.params["REQUEST_URI"]
-					if uri == "/first" && tt.noProbe {
+					if uri == "/first" && tt.closeIdle {
 						reply(fc, "\r\nfirst")
 						fc.Close()
 						close(closedFirst)
 						return false
 					}
-					if uri == "/second" && !tt.noProbe && !failed.Swap(true) {
+					if uri == "/second" && !tt.closeIdle && !failed.Swap(true) {
 						if tt.onSecond != nil {
 							tt.onSecond(fc)
 						}
@@ -355,13 +361,8 @@ func TestRetryRule(t *testing.T) {
 			if _, _, err := fetch(t, c, &gofast.Request{Params: uriParams("GET", "/first")}); err != nil {
 				t.Fatal(err)
 			}
-			if tt.noProbe {
+			if tt.closeIdle {
 				<-closedFirst
-				c.pool.mu.Lock()
-				for _, pc := range c.pool.idle {
-					pc.noProbe = true
-				}
-				c.pool.mu.Unlock()
 			}
 			_, body, err := fetch(t, c, tt.second())
 			if tt.wantErr == nil && (err != nil || body != "/second") {
@@ -379,8 +380,8 @@ func TestRetryRule(t *testing.T) {
 			if seen != tt.wantSeen {
 				t.Errorf("application read the request %d times; want %d", seen, tt.wantSeen)
 			}
-			if s := c.Stats(); s.Retries != tt.wantRetry || s.DeadOnReuse != 0 || s.Dials != tt.wantDials {
-				t.Errorf("Stats() = %+v; want %d retries, 0 dead on reuse, %d dials", s, tt.wantRetry, tt.wantDials)
+			if s := c.Stats(); s.Retries != tt.wantRetry || s.Dials != tt.wantDials {
+				t.Errorf("Stats() = %+v; want %d retries, %d dials", s, tt.wantRetry, tt.wantDials)
 			}
 		})
 	}

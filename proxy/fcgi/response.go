@@ -46,7 +46,7 @@ func (x *exchange) readResponse(maxHeader int) (*Response, error) {
 		putBuf(bufp)
 		return nil, fmt.Errorf("%w: response header block larger than %d bytes", ErrProtocol, maxHeader)
 	}
-	h, status, err := parseCGIHeader(buf[:end])
+	h, status, err := parseCGIHeader(buf[:end], x.hdrVals[:])
 	if err != nil {
 		putBuf(bufp)
 		return nil, err
@@ -56,7 +56,8 @@ func (x *exchange) readResponse(maxHeader int) (*Response, error) {
 	} else {
 		putBuf(bufp)
 	}
-	return &Response{Status: status, Header: h, Body: x, x: x}, nil
+	x.resp = Response{Status: status, Header: h, Body: x, x: x}
+	return &x.resp, nil
 }
 
 // findHeaderEnd finds the blank line ending a CGI header block in b,
@@ -90,8 +91,9 @@ func findHeaderEnd(b []byte, from int) (end, body int) {
 
 // parseCGIHeader parses a CGI header block: "Name: value" lines ending
 // with "\n" or "\r\n". Status is taken out of the header; without it, a
-// Location means 302.
-func parseCGIHeader(block []byte) (http.Header, int, error) {
+// Location means 302. The header's values are backed by vals when it has
+// room for one per line, else by a new array.
+func parseCGIHeader(block []byte, vals []string) (http.Header, int, error) {
 	n := bytes.Count(block, []byte{'\n'})
 	h := make(http.Header, n)
 	if n == 0 {
@@ -100,7 +102,10 @@ func parseCGIHeader(block []byte) (http.Header, int, error) {
 	// One string for the whole block, one backing array for the values,
 	// as net/textproto does.
 	s := string(block)
-	strs := make([]string, n)
+	strs := vals
+	if len(strs) < n {
+		strs = make([]string, n)
+	}
 	status := 0
 	for len(s) > 0 {
 		i := indexByte(s, '\n')
