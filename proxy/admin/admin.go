@@ -62,7 +62,8 @@ type Options struct {
 	// ReadyTimeout bounds one Ready call. Zero means 2s.
 	ReadyTimeout time.Duration
 	// Upstreams returns the state of each php-fpm upstream when there are
-	// several (proxy.Balancer.Stats). Nil means one upstream.
+	// several (proxy.Balancer.Stats), for /status and /metrics. Nil means
+	// one upstream.
 	Upstreams func() []proxy.UpstreamStats
 	// Pools returns the php-fpm pools realroot runs itself (managed mode),
 	// for /status and /metrics. Nil means none: php-fpm is run by others.
@@ -168,7 +169,7 @@ func New(opts Options) *Handler {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
-		&stateCollector{releases: opts.Releases, pool: opts.PoolStats, pools: opts.Pools, version: opts.Version, start: opts.Start},
+		&stateCollector{releases: opts.Releases, pool: opts.PoolStats, pools: opts.Pools, ups: opts.Upstreams, version: opts.Version, start: opts.Start},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -337,6 +337,30 @@ func TestUpstreams(t *testing.T) {
 	if strings.Contains(body, `"upstreams"`) {
 		t.Errorf("/status with one upstream lists upstreams:\n%s", body)
 	}
+
+	m := scrape(t, h)
+	want := map[string]map[string]float64{
+		"realroot_upstream_up":             {"unix:/run/a.sock": 1, "10.0.0.2:9000": 0},
+		"realroot_upstream_in_flight":      {"unix:/run/a.sock": 2, "10.0.0.2:9000": 0},
+		"realroot_upstream_failures_total": {"unix:/run/a.sock": 0, "10.0.0.2:9000": 3},
+		"realroot_upstream_requests_total": {"unix:/run/a.sock": 10, "10.0.0.2:9000": 0},
+	}
+	for name, byAddr := range want {
+		mf := m[name]
+		if mf == nil || len(mf.Metric) != len(byAddr) {
+			t.Errorf("%s: %v; want %d series", name, mf, len(byAddr))
+			continue
+		}
+		for _, s := range mf.Metric {
+			v := s.GetGauge().GetValue() + s.GetCounter().GetValue()
+			if addr := s.GetLabel()[0].GetValue(); v != byAddr[addr] {
+				t.Errorf("%s{addr=%q} = %v, want %v", name, addr, v, byAddr[addr])
+			}
+		}
+	}
+	if _, ok := scrape(t, New(Options{Releases: newFake()}))["realroot_upstream_up"]; ok {
+		t.Error("/metrics with one upstream has realroot_upstream_up")
+	}
 }
 
 // TestPprof: the profiler is served only when asked for.

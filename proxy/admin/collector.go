@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"realroot/proxy"
 	"realroot/proxy/fcgi"
 )
 
@@ -13,8 +14,9 @@ import (
 // scrape time: nothing of it costs anything between scrapes.
 type stateCollector struct {
 	releases Releases
-	pool     func() fcgi.PoolStats // nil: no pool metrics
-	pools    func() []Pool         // nil: no managed php-fpm pools
+	pool     func() fcgi.PoolStats        // nil: no pool metrics
+	pools    func() []Pool                // nil: no managed php-fpm pools
+	ups      func() []proxy.UpstreamStats // nil: one upstream
 	version  string
 	start    time.Time
 }
@@ -66,6 +68,15 @@ var (
 	descYielded = desc("realroot_fastcgi_yielded_total",
 		"Kept connections closed as they came back because a request on a new connection waited for php-fpm (more connections than workers).")
 
+	descUpstreamUp = desc("realroot_upstream_up",
+		"1 while a php-fpm upstream is used, 0 while it is skipped after a failed request or health check (several fastcgi addresses).", "addr")
+	descUpstreamInFlight = desc("realroot_upstream_in_flight",
+		"FastCGI exchanges running on each php-fpm upstream, waiting for a connection included.", "addr")
+	descUpstreamFailures = desc("realroot_upstream_failures_total",
+		"Connect failures and timeouts of requests, and failed health checks, per php-fpm upstream.", "addr")
+	descUpstreamRequests = desc("realroot_upstream_requests_total",
+		"FastCGI exchanges started on each php-fpm upstream, retries included.", "addr")
+
 	descPoolInFlight = desc("realroot_php_fpm_pool_in_flight",
 		"FastCGI exchanges running on each php-fpm pool realroot runs (managed mode).", "pool", "release", "gen", "state")
 	descPoolRSS = desc("realroot_php_fpm_pool_rss_bytes",
@@ -82,6 +93,12 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 		descBuildInfo, descStartTime,
 	} {
 		ch <- d
+	}
+	if c.ups != nil {
+		ch <- descUpstreamUp
+		ch <- descUpstreamInFlight
+		ch <- descUpstreamFailures
+		ch <- descUpstreamRequests
 	}
 	if c.pools != nil {
 		ch <- descPoolInFlight
@@ -129,6 +146,18 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descBuildInfo, 1, c.version)
 	gauge(descStartTime, float64(c.start.UnixNano())/1e9)
 
+	if c.ups != nil {
+		for _, u := range c.ups() {
+			up := 1.0
+			if u.Down {
+				up = 0
+			}
+			gauge(descUpstreamUp, up, u.Addr)
+			gauge(descUpstreamInFlight, float64(u.InFlight), u.Addr)
+			counter(descUpstreamFailures, u.Failures, u.Addr)
+			counter(descUpstreamRequests, u.Requests, u.Addr)
+		}
+	}
 	if c.pools != nil {
 		for _, p := range c.pools() {
 			if p.State == "stopped" {
