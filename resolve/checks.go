@@ -54,6 +54,16 @@ const (
 	futureSlack = time.Second
 )
 
+// SetCheckRouting changes the files the checks look for, as a reload of
+// the routing settings does: releases checked from now on are checked
+// against frontController, index and phpExtensions (as in CheckOptions).
+func (rs *Releases) SetCheckRouting(frontController string, index, phpExtensions []string) {
+	o := *rs.checkOpts.Load()
+	o.FrontController, o.Index, o.PHPExtensions = frontController, index, phpExtensions
+	o = o.withDefaults()
+	rs.checkOpts.Store(&o)
+}
+
 func (o CheckOptions) withDefaults() CheckOptions {
 	if o.PHPExtensions == nil {
 		o.PHPExtensions = []string{".php"}
@@ -141,7 +151,7 @@ func (f *finding) add(name string) {
 
 // checkRelease checks rel and logs one warning per kind of problem found.
 func (rs *Releases) checkRelease(ctx context.Context, rel *Release) {
-	o := rs.checkOpts
+	o := *rs.checkOpts.Load()
 	log := rs.log.With(zap.String("release", rel.Dir), zap.Uint64("gen", rel.Gen))
 	if fc := o.FrontController; fc != "" && !isRegular(rel.Path(fc)) {
 		log.Warn("release has no front controller",

@@ -92,6 +92,33 @@ func TestCheckLayout(t *testing.T) {
 	}
 }
 
+// TestCheckRoutingReload: after SetCheckRouting, a new release is checked
+// against the new front controller and index, not those given to New.
+func TestCheckRoutingReload(t *testing.T) {
+	d := newDeployment(t)
+	writeFile(t, filepath.Join(d.a, "index.php"), "<?php")
+	writeFile(t, filepath.Join(d.b, "index.php"), "<?php")
+	log, logs := observed()
+	rs, err := New(Options{Root: d.root, Logger: log, Checks: CheckOptions{
+		FrontController: "/index.php",
+		Index:           []string{"index.php"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.SetCheckRouting("/app.php", []string{"home.html"}, nil)
+	startRun(t, rs)
+	flipAtomic(t, "releases/B", d.current)
+	fc := waitLog(t, logs, "release has no front controller")
+	idx := waitLog(t, logs, "release has no index file")
+	if len(fc) == 0 || fc[len(fc)-1].ContextMap()["front_controller"] != "/app.php" {
+		t.Errorf("front controller warnings = %v; want one for /app.php", fc)
+	}
+	if len(idx) == 0 || fmt.Sprint(idx[len(idx)-1].ContextMap()["index"]) != "[home.html]" {
+		t.Errorf("index warnings = %v; want one for [home.html]", idx)
+	}
+}
+
 func TestCheckPHPUser(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to make files another user cannot read")

@@ -59,8 +59,8 @@ type Releases struct {
 	keep  int
 	log   *zap.Logger
 
-	checkOpts   CheckOptions
-	phpUser     *fileUser // nil: the readability check is off
+	checkOpts   atomic.Pointer[CheckOptions] // SetCheckRouting changes it
+	phpUser     *fileUser                    // nil: the readability check is off
 	prepare     func(context.Context, *Release) error
 	keepOnError bool
 	onDrain     func(Info)
@@ -120,11 +120,12 @@ func New(opts Options) (*Releases, error) {
 		keep:  opts.KeepDrained,
 		log:   opts.Logger,
 
-		checkOpts:   opts.Checks.withDefaults(),
 		prepare:     opts.Prepare,
 		keepOnError: opts.KeepOnPrepareError,
 		onDrain:     opts.OnDrain,
 	}
+	co := opts.Checks.withDefaults()
+	rs.checkOpts.Store(&co)
 	if u := opts.Checks.PHPUser; u != "" && !opts.Checks.Off {
 		if rs.phpUser, err = lookupUser(u); err != nil {
 			return nil, fmt.Errorf("resolve: php user: %w", err)
@@ -209,7 +210,7 @@ func (rs *Releases) refresh(ctx context.Context) (bool, error) {
 	}
 
 	next := newRelease(res, cur.Gen+1, now, rs.released)
-	rs.checkq.push(next, rs.checkOpts.Off)
+	rs.checkq.push(next, rs.checkOpts.Load().Off)
 	if rs.prepare != nil {
 		if err := rs.prepareRelease(ctx, next, cur); err != nil {
 			return false, err

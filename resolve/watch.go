@@ -43,7 +43,7 @@ func (rs *Releases) Run(ctx context.Context) error {
 
 	// The release checks run beside the loop: a walk of a large release
 	// never delays a switch, let alone a request.
-	rs.checkq.push(rs.Current(), rs.checkOpts.Off)
+	rs.checkq.push(rs.Current(), rs.checkOpts.Load().Off)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	cctx, stop := context.WithCancel(ctx)

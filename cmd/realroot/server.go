@@ -173,9 +173,10 @@ func (s *server) retire(g *generation) {
 // build makes a generation from c, reusing prev's root watcher and FastCGI
 // clients when their settings are unchanged. s.mu is held (or s is new).
 //
-// A root watcher's checks, warm-up and on-drain command are fixed when it
-// is built; their settings are restart-only, so that a watcher built for a
-// new root by a reload gets the same.
+// A root watcher's warm-up, on-drain command and whether and for which
+// user it checks releases are fixed when it is built; their settings are
+// restart-only, so that a watcher built for a new root by a reload gets the
+// same. The files its checks look for follow the routing settings.
 func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
 	g := &generation{cfg: c, drained: make(chan struct{})}
 	if (s.pools != nil) != (c.ManagedPool != "") {
@@ -187,6 +188,8 @@ func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
 	var run func()
 	if prev != nil && prev.cfg.Root == c.Root && prev.cfg.PollInterval == c.PollInterval {
 		g.root = prev.root
+		// The checks follow the routing settings, which a reload may change.
+		g.root.rs.SetCheckRouting(c.FrontControllerScript(), c.Index, c.PHPExtensions)
 	} else {
 		opts := resolve.Options{
 			Root:         c.Root,
