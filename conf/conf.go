@@ -165,7 +165,7 @@ type Config struct {
 	// Default 0.
 	UpstreamHealthInterval time.Duration
 
-	// PollInterval: poll-interval, re-reading the root's symlinks for
+	// PollInterval: poll-interval, re-reading the root's symlinks (and statting its directory) for
 	// filesystems without change events (0 = off). Default 1s.
 	PollInterval time.Duration
 	// LogLevel: log-level, debug, info, warn or error. Default info.

@@ -67,7 +67,7 @@ func FlagSet(c *Config) *flag.FlagSet {
 	fs.Var((*boolean)(&c.KeepAlive), "keepalive", "reuse php-fpm connections (FCGI_KEEP_CONN); each open one holds a php-fpm worker")
 	dur(&c.UpstreamFailTimeout, "upstream-fail-timeout", "with several fastcgi addresses, how long one is skipped after a request or health check could not connect or timed out, a `DURATION` (nginx's fail_timeout, max_fails=1)")
 	dur(&c.UpstreamHealthInterval, "upstream-health-interval", "with several fastcgi addresses, ask each a FastCGI request (ping-path, else a missing script) every `DURATION` to mark it down or up (0 = off)")
-	dur(&c.PollInterval, "poll-interval", "re-read the root's symlinks every `DURATION`, for NFS or overlay mounts (0 = off)")
+	dur(&c.PollInterval, "poll-interval", "re-read the root's symlinks and stat its directory every `DURATION`, for NFS or overlay mounts (0 = off)")
 	str(&c.LogLevel, "log-level", "`LEVEL`: debug, info, warn or error")
 	str(&c.LogFile, "log-file", "write the log to `FILE`, reopened on SIGUSR1 (default: stderr)")
 	str(&c.AccessLog, "access-log", "access log `FORMAT`: json, combined, ltsv or off")

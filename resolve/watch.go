@@ -221,20 +221,18 @@ func (l *watchLoop) relevant(ev fsnotify.Event) bool {
 	return slices.Contains(l.watch[filepath.Dir(ev.Name)], filepath.Base(ev.Name))
 }
 
-// changed polls the last resolution: one readlink per symlink, or with no
-// symlink one stat of the root, compared with what was seen then.
+// changed polls the last resolution: one readlink per symlink and one stat
+// of the root's real path (a directory replaced in place keeps every link),
+// compared with what was seen then.
 func (l *watchLoop) changed() bool {
 	res := l.rs.resolution()
-	if len(res.links) == 0 {
-		fi, err := os.Stat(res.real)
-		return err != nil || !os.SameFile(fi, res.dir)
-	}
 	for _, ln := range res.links {
 		if target, err := os.Readlink(ln.path); err != nil || target != ln.target {
 			return true
 		}
 	}
-	return false
+	fi, err := os.Stat(res.real)
+	return err != nil || !os.SameFile(fi, res.dir)
 }
 
 // close stops the watcher and waits for its goroutine.

@@ -156,6 +156,37 @@ func TestRunPollOnly(t *testing.T) {
 	}
 }
 
+// TestRunPollDirReplaced: with no events (NFS), the poll sees the link's
+// target directory replaced in place, every link unchanged.
+func TestRunPollDirReplaced(t *testing.T) {
+	d := newDeployment(t)
+	rs, err := New(Options{Root: d.root, PollInterval: 5 * time.Millisecond, RetryInterval: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.noWatch = true
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- rs.Run(ctx) }()
+	waitFor(t, "Run to start", func() bool { return rs.checks.Load() >= 1 })
+
+	gen := rs.Current().Gen
+	relA := filepath.Dir(d.a)
+	if err := os.Rename(relA, relA+".old"); err != nil {
+		t.Fatal(err)
+	}
+	mkdir(t, d.a)
+	waitFor(t, "the poll to see releases/A replaced", func() bool { return rs.Current().Gen > gen })
+	if got := rs.Current(); got.Root != d.a || rs.Stats().PollDetections != 1 {
+		t.Errorf("current = %s, stats %+v; want the new %s, 1 poll detection", got.Root, rs.Stats(), d.a)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("Run() = %v; want nil", err)
+	}
+}
+
 func TestRunWatchedDirReplaced(t *testing.T) {
 	d := newDeployment(t)
 	rs, err := New(Options{Root: d.root, RetryInterval: 5 * time.Millisecond})
