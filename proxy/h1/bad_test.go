@@ -1,0 +1,108 @@
+package h1
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// echo answers with the method, host and body it read.
+var echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	io.WriteString(w, r.Method+" "+r.Host+" "+string(b))
+})
+
+var badRequests = []struct {
+	name, give, want string
+}{
+	{"HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", "HTTP/1.1 505 HTTP Version Not Supported: unsupported protocol version"},
+	{"HTTP/0.9", "GET / HTTP/0.9\r\nHost: a\r\n\r\n", "HTTP/1.1 505 HTTP Version Not Supported: unsupported protocol version"},
+	{"PRI", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/1.1 505 HTTP Version Not Supported: unsupported protocol version"},
+	{"bad version", "GET / HTTP/1.x\r\nHost: a\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+	{"no host", "GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 400 Bad Request: missing required Host header"},
+	{"absolute without host", "GET http://a/ HTTP/1.1\r\nX: y\r\n\r\n", "HTTP/1.1 400 Bad Request: missing required Host header"},
+	{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+	{"bad host", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", "HTTP/1.1 400 Bad Request: malformed Host header"},
+	{"bad host quote", "GET / HTTP/1.1\r\nHost: \"a\"\r\n\r\n", "HTTP/1.1 400 Bad Request: malformed Host header"},
+	{"bad header name", "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", "HTTP/1.1 400 Bad Request: invalid header name"},
+	{"bad header name byte", "GET / HTTP/1.1\r\nHost: a\r\nX(y): x\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+	{"bad header value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+	{"no colon", "GET / HTTP/1.1\r\nHost: a\r\nnocolon\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+	{"bad request line", "GET/ HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+	{"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+	{"header continuation", "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", "HTTP/1.1 400 Bad Request: malformed Host header"},
+	// Request smuggling.
+	{"two content-lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", "HTTP/1.1 400 Bad Request"},
+	{"content-length list", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\nab", "HTTP/1.1 400 Bad Request"},
+	{"bad content-length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\na", "HTTP/1.1 400 Bad Request"},
+	{"negative content-length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\na", "HTTP/1.1 400 Bad Request"},
+	{"gzip transfer-encoding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", "HTTP/1.1 501 Not Implemented"},
+	{"two transfer-encodings", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", "HTTP/1.1 501 Not Implemented"},
+	{"transfer-encoding list", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "HTTP/1.1 501 Not Implemented"},
+	{"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+}
+
+func TestBadRequests(t *testing.T) {
+	addr, _ := startH1(t, echo)
+	for _, tt := range badRequests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A valid request follows: it must not be answered.
+			raw := rawRoundTrip(t, addr, tt.give+get("a", "/"))
+			if got := statusLine(raw); got != tt.want {
+				t.Errorf("got %q; want %q", got, tt.want)
+			}
+			if n := strings.Count(raw, "HTTP/1.1 "); n != 1 {
+				t.Errorf("got %d responses; want 1 then close:\n%s", n, raw)
+			}
+		})
+	}
+}
+
+// Accepted as net/http does: chunked wins over Content-Length, which is
+// dropped (RFC 9112 section 6.3); HTTP/1.0 ignores Transfer-Encoding.
+func TestSmugglingAcceptedAsNetHTTP(t *testing.T) {
+	addr, _ := startH1(t, echo)
+	for _, tt := range []struct{ name, give, want string }{
+		{"chunked and content-length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "POST a hello"},
+		{"same content-length twice", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi", "POST a hi"},
+		{"1.0 transfer-encoding", "POST / HTTP/1.0\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nhi", "POST  hi"},
+	} {
+		c := dial(t, addr)
+		c.send(tt.give)
+		if res, body := c.response("POST"); res.StatusCode != 200 || body != tt.want {
+			t.Errorf("%s: got %d %q; want 200 %q", tt.name, res.StatusCode, body, tt.want)
+		}
+		if tt.name == "chunked and content-length" {
+			// What follows the chunked body is the next request.
+			c.send(get("b", "/"))
+			if res, body := c.response("GET"); body != "GET b " {
+				t.Errorf("%s: next request got %d %q; want \"GET b \"", tt.name, res.StatusCode, body)
+			}
+		}
+	}
+}
+
+func TestHeaderTooLarge(t *testing.T) {
+	addr, _ := startH1(t, echo, func(s *Server) { s.MaxHeaderBytes = 1 << 10 })
+	// Within MaxHeaderBytes plus the 4 KiB of read buffer net/http allows.
+	c := dial(t, addr)
+	c.send("GET / HTTP/1.1\r\nHost: a\r\nX: " + strings.Repeat("y", 4000) + "\r\n\r\n")
+	if res, _ := c.response("GET"); res.StatusCode != 200 {
+		t.Errorf("header under the limit: got %d; want 200", res.StatusCode)
+	}
+	raw := rawRoundTrip(t, addr, "GET / HTTP/1.1\r\nHost: a\r\nX: "+strings.Repeat("y", 6000)+"\r\n\r\n")
+	if want := "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n431 Request Header Fields Too Large"; raw != want {
+		t.Errorf("got %q; want %q", raw, want)
+	}
+	// The default is 64 KiB.
+	addr, _ = startH1(t, echo)
+	raw = rawRoundTrip(t, addr, "GET / HTTP/1.1\r\nHost: a\r\nX: "+strings.Repeat("y", 70<<10)+"\r\n\r\n")
+	if got := statusLine(raw); got != "HTTP/1.1 431 Request Header Fields Too Large" {
+		t.Errorf("default limit: got %q; want 431", got)
+	}
+}

@@ -1,0 +1,211 @@
+package h1
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"sync"
+	"time"
+)
+
+// watchDelay is how long a handler runs before its connection is watched
+// for the client going away. Short requests (most) never pay for the watch:
+// one timer Reset and Stop each. Once it fires, and once the request body
+// (if any) has been read to its end, a goroutine reads one byte from the
+// connection: EOF or an error (the client closed or reset) cancels
+// r.Context(); a byte (a pipelined request) is kept for the next request
+// and ends the watch; a timeout (ours at the end of the handler, or the
+// handler's own read deadline) ends it too. So r.Context() is done within
+// watchDelay plus the network's delay of the client's close, or as soon as
+// the handler's own body read or response write fails.
+//
+// A client that half-closes (shutdown(SHUT_WR)) after its request looks
+// gone, as with net/http.
+const watchDelay = 5 * time.Millisecond
+
+// aLongTimeAgo is a deadline in the past, to end a pending read.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// watch is conn's client-gone state; mu guards it and, while a handler
+// runs, conn.rdl.
+type watch struct {
+	mu       sync.Mutex
+	timer    *time.Timer
+	running  bool // a handler runs
+	bodyDone bool // the request has no body or it was read to its end
+	fired    bool // the handler has run for watchDelay
+	reading  bool // the background read is pending
+	userRDL  bool // the handler set a read deadline
+	wg       sync.WaitGroup
+	cancel   context.CancelFunc // the request's context
+	contSent bool               // 100 Continue was written
+}
+
+// startWatch arms the watch for a handler about to run.
+func (c *conn) startWatch(bodyDone bool) {
+	c.mu.Lock()
+	c.running, c.bodyDone, c.fired, c.reading, c.userRDL, c.contSent = true, bodyDone, false, false, false, false
+	c.mu.Unlock()
+	c.timer.Reset(watchDelay)
+}
+
+// stopWatch ends the watch once the handler has returned, waits for the
+// background read, and cancels the request's context.
+func (c *conn) stopWatch() {
+	c.timer.Stop()
+	c.mu.Lock()
+	c.running = false
+	reading := c.reading
+	c.mu.Unlock()
+	if reading {
+		c.rwc.SetReadDeadline(aLongTimeAgo)
+		c.rdl = aLongTimeAgo
+	}
+	c.wg.Wait()
+	c.cancel()
+}
+
+// watchFire runs when the handler has run for watchDelay. A late call
+// (from an earlier request, or after c went back to the pool) is harmless:
+// at worst it starts the watch of the current request early.
+func (c *conn) watchFire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.running {
+		return
+	}
+	c.fired = true
+	if c.bodyDone && !c.reading {
+		c.startReadLocked()
+	}
+}
+
+// bodyEOF is called when the handler has read the request body to its end.
+func (c *conn) bodyEOF() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bodyDone = true
+	if c.running && c.fired && !c.reading {
+		c.startReadLocked()
+	}
+}
+
+func (c *conn) startReadLocked() {
+	c.reading = true
+	if !c.userRDL && !c.rdl.IsZero() {
+		c.rwc.SetReadDeadline(time.Time{})
+		c.rdl = time.Time{}
+	}
+	c.wg.Add(1)
+	go c.backgroundRead()
+}
+
+func (c *conn) backgroundRead() {
+	defer c.wg.Done()
+	n, err := c.rwc.Read(c.cr.byteBuf[:])
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reading = false
+	if n == 1 {
+		c.cr.hasByte = true
+	}
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return
+		}
+		c.cr.err = err
+		c.cancel()
+	}
+}
+
+// bodyReadStart lifts our idle or header deadline before the handler's
+// first body read, unless the handler set its own.
+func (c *conn) bodyReadStart() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.userRDL && !c.rdl.IsZero() {
+		c.rwc.SetReadDeadline(time.Time{})
+		c.rdl = time.Time{}
+	}
+}
+
+func (c *conn) setUserReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.userRDL = true
+	c.rdl = t
+	return c.rwc.SetReadDeadline(t)
+}
+
+// writeContinue sends 100 Continue if the request asked and no response
+// has begun.
+func (c *conn) writeContinue() {
+	if !c.continuePending.Load() {
+		return
+	}
+	c.continueMu.Lock()
+	defer c.continueMu.Unlock()
+	if c.continuePending.Load() {
+		c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		c.bw.Flush()
+		c.continuePending.Store(false)
+		c.contSent = true
+	}
+}
+
+// disableContinue stops writeContinue: a response has begun.
+func (c *conn) disableContinue() {
+	if !c.continuePending.Load() {
+		return
+	}
+	c.continueMu.Lock()
+	c.continuePending.Store(false)
+	c.continueMu.Unlock()
+}
+
+func (c *conn) continueSent() bool {
+	c.continueMu.Lock()
+	defer c.continueMu.Unlock()
+	return c.contSent
+}
+
+// connReader is the connection under c.br: it bounds the header's size and
+// hands over the byte (or error) of a background read.
+type connReader struct {
+	c       *conn
+	remain  int64 // bytes c.br may read before the header limit
+	hasByte bool
+	byteBuf [1]byte
+	err     error // sticky error of a background read
+}
+
+func (cr *connReader) reset() {
+	cr.remain, cr.hasByte, cr.err = math.MaxInt64, false, nil
+}
+
+func (cr *connReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if cr.remain <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > cr.remain {
+		p = p[:cr.remain]
+	}
+	if cr.hasByte {
+		p[0] = cr.byteBuf[0]
+		cr.hasByte = false
+		cr.remain--
+		return 1, nil
+	}
+	if cr.err != nil {
+		return 0, cr.err
+	}
+	n, err := cr.c.rwc.Read(p)
+	cr.remain -= int64(n)
+	return n, err
+}
