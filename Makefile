@@ -14,11 +14,13 @@ demo: deps
 	$(GO) run ./cmd/realroot demo
 
 # The CI command (.ci/run) and the README's: formatting and vet findings fail
-# the build before the tests run.
+# the build before the tests run. The command's tests run a second time with
+# http1-server = lean (their realroot processes inherit the environment).
 test: deps
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt: needs formatting (run make fmt):"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	REALROOT_HTTP1_SERVER=lean $(GO) test -race -count=1 ./cmd/realroot
 	@$(MAKE) --no-print-directory fuzz
 
 # Every fuzz target for FUZZTIME (plain go test above runs only their seeds);
@@ -28,7 +30,8 @@ FUZZ_TARGETS = \
 	./resolve:FuzzCleanPath \
 	./proxy:FuzzSplitScript ./proxy:FuzzRoute \
 	./proxy/fcgi:FuzzCGIHeader ./proxy/fcgi:FuzzResponse ./proxy/fcgi:FuzzParams \
-	./conf:FuzzLoadFile ./conf:FuzzLoadEnv
+	./conf:FuzzLoadFile ./conf:FuzzLoadEnv \
+	./proxy/h1:FuzzServe
 
 fuzz:
 	@if [ "$(FUZZTIME)" != 0 ]; then for t in $(FUZZ_TARGETS); do \

@@ -48,6 +48,11 @@ type Config struct {
 	// listen addresses, for a load balancer that speaks it. Not with
 	// tls-cert, where HTTP/2 is negotiated. Default false.
 	H2C bool
+	// HTTP1Server: http1-server, what serves HTTP/1.x on plain (not TLS,
+	// not h2c) listen addresses: "lean", realroot's own HTTP/1.1 loop
+	// (proxy/h1), or "net/http", Go's standard server. Listeners with TLS
+	// or h2c always use net/http. Default net/http.
+	HTTP1Server string
 	// ProxyProtocol: proxy-protocol, read a PROXY protocol header (v1 or
 	// v2) on each connection to the listen addresses: the client address
 	// it gives is REMOTE_ADDR. A peer in trusted-proxy must send one; any
@@ -290,6 +295,7 @@ func Default() Config {
 		PollInterval:    time.Second,
 		LogLevel:        "info",
 		AccessLog:       "json",
+		HTTP1Server:     "net/http",
 		ReleaseChecks:   true,
 		WarmTimeout:     10 * time.Second,
 		WarmFailure:     "keep",
@@ -322,6 +328,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTLS(bad)
+	if c.HTTP1Server != "lean" && c.HTTP1Server != "net/http" {
+		bad("http1-server", "%q is not lean or net/http", c.HTTP1Server)
+	}
 	if c.Root == "" {
 		bad("root", "required: the docroot, e.g. --root /srv/app/current/public")
 	} else if !filepath.IsAbs(c.Root) {

@@ -43,7 +43,8 @@ func TestKeepRestartOnly(t *testing.T) {
 	c.HTTPSRedirect, c.H2C, c.ProxyProtocol = "127.0.0.1:80", true, true
 	c.HeaderTimeout, c.IdleTimeout = time.Second, time.Second
 	c.LogFile, c.AccessLogFile = "/var/log/rr.log", "/var/log/rr-access.log"
-	c.Admin, c.AdminAllowRemote = "127.0.0.1:9180", true
+	c.Admin, c.AdminAllowRemote, c.AdminPprof = "127.0.0.1:9180", true, true
+	c.HTTP1Server = "lean"
 	c.ReleaseChecks, c.PHPUser = false, "www-data"
 	c.Warm, c.WarmTimeout, c.WarmFailure = []string{"/"}, time.Second, "switch"
 	c.OnDrain, c.OnDrainTimeout = "true", time.Second

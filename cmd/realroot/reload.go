@@ -26,6 +26,7 @@ var restartOnly = []restartSetting{
 	{"listen", func(c *conf.Config, old conf.Config) { c.Listen = old.Listen }},
 	{"https-redirect", func(c *conf.Config, old conf.Config) { c.HTTPSRedirect = old.HTTPSRedirect }},
 	{"h2c", func(c *conf.Config, old conf.Config) { c.H2C = old.H2C }},
+	{"http1-server", func(c *conf.Config, old conf.Config) { c.HTTP1Server = old.HTTP1Server }},
 	{"proxy-protocol", func(c *conf.Config, old conf.Config) { c.ProxyProtocol = old.ProxyProtocol }},
 	{"header-timeout", func(c *conf.Config, old conf.Config) { c.HeaderTimeout = old.HeaderTimeout }},
 	{"idle-timeout", func(c *conf.Config, old conf.Config) { c.IdleTimeout = old.IdleTimeout }},

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"realroot/conf"
+	"realroot/proxy/h1"
 )
 
 // serve runs realroot with the configuration from args and the environment,
@@ -153,12 +154,24 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 		ErrorLog:          errLog,
 	}
 	fe.configure(hs)
+	var hsrv httpServer = hs
+	http1 := "net/http"
+	if d.cfg.HTTP1Server == "lean" && fe.tls == nil && !fe.h2c {
+		http1 = "lean"
+		hsrv = &h1.Server{
+			Handler:           srv,
+			ReadHeaderTimeout: d.cfg.HeaderTimeout,
+			IdleTimeout:       d.cfg.IdleTimeout,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          d.log.Named("http"),
+		}
+	}
 	serveErr := make(chan error, len(lns))
 	addrs := make([]net.Addr, len(lns))
 	for i, ln := range lns {
 		addrs[i] = ln.Addr()
 		go func() {
-			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := hsrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- err
 			}
 		}()
@@ -170,6 +183,7 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 		fastcgiField(d.cfg),
 		zap.String("config", d.cfg.File),
 		zap.String("version", version),
+		zap.String("http1_server", http1),
 	}
 	if adm != nil {
 		fields = append(fields, zap.Stringer("admin", adm.addr))
@@ -219,7 +233,7 @@ loop:
 			break loop
 		}
 	}
-	return d.drain(hs, adm, srv, ch, sigs, result)
+	return d.drain(hsrv, adm, srv, ch, sigs, result)
 }
 
 // shutdownGrace bounds the wait for watchers after the server stopped.
@@ -230,7 +244,7 @@ const shutdownGrace = 5 * time.Second
 // generations (closing every FastCGI client), then the admin listener (nil:
 // none), waits for on-drain commands, and stops php-fpm. It returns result,
 // or php-fpm's status when that is not 0.
-func (d *daemon) drain(hs *http.Server, adm *adminListener, srv *server, ch *child, sigs <-chan os.Signal, result error) error {
+func (d *daemon) drain(hsrv httpServer, adm *adminListener, srv *server, ch *child, sigs <-chan os.Signal, result error) error {
 	timeout := srv.config().ShutdownTimeout
 	d.log.Info("shutting down", zap.Duration("timeout", timeout))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -251,9 +265,9 @@ func (d *daemon) drain(hs *http.Server, adm *adminListener, srv *server, ch *chi
 			}
 		}
 	}()
-	if err := hs.Shutdown(ctx); err != nil {
+	if err := hsrv.Shutdown(ctx); err != nil {
 		d.log.Warn("in-flight requests cut short; closing connections", zap.Error(err))
-		hs.Close()
+		hsrv.Close()
 	}
 	d.front.stop(ctx)
 	gctx, gcancel := context.WithTimeout(context.Background(), shutdownGrace)
@@ -338,4 +352,12 @@ func fastcgiField(c conf.Config) zap.Field {
 		return zap.String("managed_pool", c.ManagedPool)
 	}
 	return zap.Strings("fastcgi", c.FastCGI)
+}
+
+// httpServer is what serves the listen addresses: *http.Server, or
+// *h1.Server for plain HTTP/1.x with http1-server = lean.
+type httpServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
 }

@@ -58,3 +58,34 @@ loop:
 		t.Fatalf("GET / after the slow client = %d, %v; want 200", status, err)
 	}
 }
+
+// TestHTTP1Server: http1-server = lean serves plain listeners with proxy/h1
+// (said in the serving line) and PHP and static answers come through it;
+// with h2c, net/http serves whatever http1-server says.
+func TestHTTP1Server(t *testing.T) {
+	fpm := phpfpmtest.Start(t, phpfpmtest.Options{Workers: 2})
+	dir := site(t)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--http1-server", "lean"}, "lean"},
+		{[]string{"--http1-server", "net/http"}, "net/http"},
+		{[]string{"--http1-server", "lean", "--h2c"}, "net/http"},
+	} {
+		p := startRealroot(t, nil, append([]string{"--root", filepath.Join(dir, "current", "public"),
+			"--fastcgi", "unix:" + fpm.Socket, "--listen", "127.0.0.1:0"}, tt.args...)...)
+		if l := p.logged("serving"); len(l) != 1 || l[0]["http1_server"] != tt.want {
+			t.Errorf("%v: serving line %v; want http1_server %q", tt.args, l, tt.want)
+		}
+		for _, path := range []string{"/", "/style.css"} {
+			if code, body, err := get(http.DefaultClient, p.url(path)); err != nil || code != http.StatusOK || body == "" {
+				t.Errorf("%v: GET %s = %d %q, %v", tt.args, path, code, body, err)
+			}
+		}
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(10 * time.Second); code != 0 {
+			t.Errorf("%v: exit %d", tt.args, code)
+		}
+	}
+}
