@@ -6,6 +6,7 @@
 #   fronts   nginx-plain   nginx, $realpath_root, a FastCGI connection per request
 #            nginx-keep    the same with fastcgi_keep_conn on + upstream keepalive 8
 #            realroot      this repository, built into the temp dir
+#            realroot-lean the same with --http1-server lean (proxy/h1), when it has it
 #            limit         internal/fcgiload: the same php-fpm over FastCGI with
 #                          no HTTP in between, the ceiling for any front
 #   loads    hello         /hello.php, echoes one line
@@ -381,6 +382,9 @@ rr_queue=0
 grep -q -- 'queue-timeout' <<<"$rr_help" && rr_queue=1
 rr_h2c=0
 grep -q -- '--h2c' <<<"$rr_help" && rr_h2c=1
+# realroot-lean: the same with --http1-server lean (proxy/h1), when it exists.
+rr_fronts=realroot
+grep -q -- '--http1-server' <<<"$rr_help" && rr_fronts="realroot realroot-lean"
 
 # start_realroot NAME PORT SOCK MAXCONNS [ARG...]: sets $started.
 start_realroot() {
@@ -408,6 +412,7 @@ start_front() {
 	nginx-plain) start_nginx "$f" "$port" "$sock" 0 "$h2" ;;
 	nginx-keep) start_nginx "$f" "$port" "$sock" 1 "$h2" ;;
 	realroot) start_realroot "$f" "$port" "$sock" "$workers" "${rrh2[@]}" ;;
+	realroot-lean) start_realroot "$f" "$port" "$sock" "$workers" --http1-server lean ;;
 	# The same with a short --queue-timeout, so that the queue overflows:
 	# it must answer 503 with Retry-After, never hang.
 	realroot-shed) start_realroot "$f" "$port" "$sock" "$workers" --queue-timeout 200ms ;;
@@ -552,9 +557,11 @@ fi
 has_workload() { [[ " ${workloads[*]} " == *" $1 "* ]]; }
 fronts_of() {
 	case $1 in
-	hello | front) echo nginx-plain nginx-keep realroot limit ;;
-	static | h2-hello) echo nginx-plain nginx-keep realroot ;;
-	*) echo nginx-plain realroot ;; # gzip, gzip-static, h2-static: static files, one nginx
+	hello | front) echo nginx-plain nginx-keep $rr_fronts limit ;;
+	static) echo nginx-plain nginx-keep $rr_fronts ;;
+	h2-hello) echo nginx-plain nginx-keep realroot ;;
+	h2-static) echo nginx-plain realroot ;;
+	*) echo nginx-plain $rr_fronts ;; # gzip, gzip-static: static files, one nginx
 	esac
 }
 # runs FRONT WORKLOAD...: FRONT is measured on one of the (selected) WORKLOADs.
@@ -597,6 +604,7 @@ main_fpm=$fpm_pid
 port_of[nginx-plain]=$BASE_PORT
 port_of[nginx-keep]=$((BASE_PORT + 1))
 port_of[realroot]=$((BASE_PORT + 2))
+port_of[realroot-lean]=$((BASE_PORT + 3))
 
 # start_main FRONT WORKLOAD: FRONT on its port in front of the main pool,
 # speaking HTTP/2 for the h2 workloads.
@@ -615,7 +623,7 @@ h2_ok() {
 
 # Every front must give the same answers before anything is measured, and
 # the gzip rows must really be compressed (else their rows say so).
-for f in nginx-plain nginx-keep realroot; do
+for f in nginx-plain nginx-keep $rr_fronts; do
 	start_main "$f" hello
 	resp=$(http_get "${port_of[$f]}" /hello.php) || die "$f: GET /hello.php failed"
 	grep -q '^HTTP/1\.[01] 200' <<<"$resp" && grep -q 'Hello, world!' <<<"$resp" ||
@@ -667,7 +675,7 @@ if has_workload h2-static && awk -v p="$(stat h2-static nginx-plain 2)" 'BEGIN {
 	notes[h2-static nginx-plain]+="delayed-ACK-bound (p50 >= 30 ms): not a fair baseline"
 fi
 
-printf '%-12s %-12s %10s %9s %9s %7s\n' workload front req/s p50_ms p99_ms errors
+printf '%-12s %-14s %10s %9s %9s %7s\n' workload front req/s p50_ms p99_ms errors
 stalls=0
 for w in "${workloads[@]}"; do
 	for f in $(fronts_of "$w"); do
@@ -679,7 +687,7 @@ for w in "${workloads[@]}"; do
 			note+="${note:+; }starved: a client got no answer in $(stat "$w" "$f" 6) of $ROUNDS rounds"
 			stalls=1
 		fi
-		printf '%-12s %-12s %10.0f %9.2f %9.2f %7d%s\n' "$w" "$f" \
+		printf '%-12s %-14s %10.0f %9.2f %9.2f %7d%s\n' "$w" "$f" \
 			"$(stat "$w" "$f" 1)" "$(stat "$w" "$f" 2)" "$(stat "$w" "$f" 3)" "$(stat "$w" "$f" 4)" "${note:+  $note}"
 	done
 done
@@ -704,15 +712,18 @@ done
 echo
 
 echo "ratios, realroot / other (req/s: higher is better; p99: lower is better)"
-printf '%-12s %-18s %-18s %-18s %-18s %-14s\n' workload 'req/s vs plain' 'req/s vs keep' 'p99 vs plain' 'p99 vs keep' 'req/s vs limit'
+printf '%-12s %-14s %-16s %-16s %-16s %-16s %-14s\n' workload front 'req/s vs plain' 'req/s vs keep' 'p99 vs plain' 'p99 vs keep' 'req/s vs limit'
 for w in "${workloads[@]}"; do
-	lim="-"
-	[[ " $(fronts_of "$w") " == *" limit "* ]] && lim=$(ratio "$(stat "$w" realroot 1)" "$(stat "$w" limit 1)")
-	printf '%-12s %-18s %-18s %-18s %-18s %-14s\n' "$w" \
-		"$(ratio "$(stat "$w" realroot 1)" "$(stat "$w" nginx-plain 1)")" \
-		"$(ratio "$(stat "$w" realroot 1)" "$(stat "$w" nginx-keep 1)")" \
-		"$(ratio "$(stat "$w" realroot 3)" "$(stat "$w" nginx-plain 3)")" \
-		"$(ratio "$(stat "$w" realroot 3)" "$(stat "$w" nginx-keep 3)")" "$lim"
+	for rr in $(fronts_of "$w"); do
+		[[ $rr == realroot* ]] || continue
+		lim="-"
+		[[ " $(fronts_of "$w") " == *" limit "* ]] && lim=$(ratio "$(stat "$w" "$rr" 1)" "$(stat "$w" limit 1)")
+		printf '%-12s %-14s %-16s %-16s %-16s %-16s %-14s\n' "$w" "$rr" \
+			"$(ratio "$(stat "$w" "$rr" 1)" "$(stat "$w" nginx-plain 1)")" \
+			"$(ratio "$(stat "$w" "$rr" 1)" "$(stat "$w" nginx-keep 1)")" \
+			"$(ratio "$(stat "$w" "$rr" 3)" "$(stat "$w" nginx-plain 3)")" \
+			"$(ratio "$(stat "$w" "$rr" 3)" "$(stat "$w" nginx-keep 3)")" "$lim"
+	done
 done
 if has_workload gzip || has_workload gzip-static || has_workload h2-static; then
 	echo "(gzip, gzip-static and h2-static run one nginx, nginx-plain: static files are served alike by both)"
@@ -733,18 +744,20 @@ target() {
 	}'
 }
 if has_workload hello || has_workload front || has_workload static; then
-	echo "targets"
-	for w in hello front; do
-		has_workload "$w" || continue
-		target "$w: req/s vs nginx-keep" "$(ratio "$(stat "$w" realroot 1)" "$(stat "$w" nginx-keep 1)")" ">=" 1.0
-		target "$w: p99 vs nginx-plain" "$(ratio "$(stat "$w" realroot 3)" "$(stat "$w" nginx-plain 3)")" "<=" 1.0
-		target "$w: req/s vs limit (direct FastCGI)" "$(ratio "$(stat "$w" realroot 1)" "$(stat "$w" limit 1)")" ">=" 0.85
+	for rr in $rr_fronts; do
+		echo "targets, $rr"
+		for w in hello front; do
+			has_workload "$w" || continue
+			target "$w: req/s vs nginx-keep" "$(ratio "$(stat "$w" "$rr" 1)" "$(stat "$w" nginx-keep 1)")" ">=" 1.0
+			target "$w: p99 vs nginx-plain" "$(ratio "$(stat "$w" "$rr" 3)" "$(stat "$w" nginx-plain 3)")" "<=" 1.0
+			target "$w: req/s vs limit (direct FastCGI)" "$(ratio "$(stat "$w" "$rr" 1)" "$(stat "$w" limit 1)")" ">=" 0.85
+		done
+		if has_workload static; then
+			static_best=$(printf '%s\n%s\n' "$(stat static nginx-plain 1)" "$(stat static nginx-keep 1)" | sort -g | tail -1)
+			target "static: req/s vs nginx (the better config)" "$(ratio "$(stat static "$rr" 1)" "$static_best")" ">=" 0.7
+		fi
+		echo
 	done
-	if has_workload static; then
-		static_best=$(printf '%s\n%s\n' "$(stat static nginx-plain 1)" "$(stat static nginx-keep 1)" | sort -g | tail -1)
-		target "static: req/s vs nginx (the better config)" "$(ratio "$(stat static realroot 1)" "$static_best")" ">=" 0.7
-	fi
-	echo
 fi
 
 # --- saturation -------------------------------------------------------------
