@@ -180,31 +180,33 @@ func (w *response) Flush() { w.FlushError() }
 
 // FlushError is Flush that reports a write error (http.ResponseController).
 func (w *response) FlushError() error {
-	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
-	}
-	if !w.headSent {
-		w.writeHead(false)
-		w.emit(w.buf, nil)
-		w.buf = w.buf[:0]
-	}
+	w.sendHead(false)
 	if err := w.c.bw.Flush(); err != nil {
 		return err
 	}
 	return w.c.werr
 }
 
-// finish completes the response once the handler has returned.
-func (w *response) finish() {
-	w.handlerDone = true
+// sendHead writes the status line and header, then what is held, unless
+// done already; it reports whether it did. final: the handler has returned,
+// so a held body's length is known.
+func (w *response) sendHead(final bool) bool {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	if !w.headSent {
-		w.writeHead(true)
-		w.emit(w.buf, nil)
-		w.buf = w.buf[:0]
-	} else if w.chunking && !w.isHead {
+	if w.headSent {
+		return false
+	}
+	w.writeHead(final)
+	w.emit(w.buf, nil)
+	w.buf = w.buf[:0]
+	return true
+}
+
+// finish completes the response once the handler has returned.
+func (w *response) finish() {
+	w.handlerDone = true
+	if !w.sendHead(true) && w.chunking && !w.isHead {
 		w.c.bw.WriteString("0\r\n\r\n")
 	}
 	w.c.bw.Flush()
