@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// TestImportBoundaries keeps the four rooms apart: conf, resolve and
-// proxy/fcgi import nothing of ours, resolve speaks no HTTP, proxy imports
+// TestImportBoundaries keeps the four rooms apart: conf, resolve,
+// proxy/fcgi and proxy/h1 import nothing of ours, resolve speaks no HTTP, proxy imports
 // resolve but never conf, and only cmd/realroot knows every package.
 func TestImportBoundaries(t *testing.T) {
 	tests := []struct {
@@ -20,6 +20,8 @@ func TestImportBoundaries(t *testing.T) {
 		{pkg: "realroot/proxy/fcgi", forbid: []string{"realroot/conf", "realroot/resolve", "realroot/cmd"}},
 		{pkg: "realroot/proxy", forbid: []string{"realroot/conf", "realroot/cmd", "realroot/internal"}},
 		{pkg: "realroot/proxy/admin", forbid: []string{"realroot/conf", "realroot/cmd", "realroot/internal"}},
+		// The HTTP/1.1 server serves any http.Handler: nothing of ours.
+		{pkg: "realroot/proxy/h1", forbid: []string{"realroot/conf", "realroot/resolve", "realroot/proxy", "realroot/cmd", "realroot/internal"}},
 	}
 	for _, tt := range tests {
 		deps := goList(t, "{{join .Deps \"\\n\"}}", tt.pkg)
