@@ -14,13 +14,14 @@ demo: deps
 	$(GO) run ./cmd/realroot demo
 
 # The CI command (.ci/run) and the README's: formatting and vet findings fail
-# the build before the tests run. The command's tests run a second time with
-# http1-server = lean (their realroot processes inherit the environment).
+# the build before the tests run. The command's and proxy's tests run a second
+# time with http1-server = lean (realroot processes inherit the environment;
+# proxy's test servers are then proxy/h1).
 test: deps
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt: needs formatting (run make fmt):"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
-	REALROOT_HTTP1_SERVER=lean $(GO) test -race -count=1 ./cmd/realroot
+	REALROOT_HTTP1_SERVER=lean $(GO) test -race -count=1 ./cmd/realroot ./proxy
 	@$(MAKE) --no-print-directory fuzz
 
 # Every fuzz target for FUZZTIME (plain go test above runs only their seeds);

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -155,7 +154,7 @@ func TestBalancerPHP(t *testing.T) {
 	go func() { b.Run(ctx); close(runDone) }()
 	t.Cleanup(func() { cancel(); <-runDone })
 
-	ts := httptest.NewServer(New(rs, b, Options{}))
+	ts := newTestServer(t, New(rs, b, Options{}))
 	t.Cleanup(ts.Close)
 	hc := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
 	t.Cleanup(hc.CloseIdleConnections)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -406,7 +405,7 @@ func TestBalancerHandler(t *testing.T) {
 	serve := func(t *testing.T, first, second *fcgi.Client) string {
 		t.Cleanup(func() { first.Close(); second.Close() })
 		b := NewBalancer([]Backend{{Addr: "first", Upstream: first}, {Addr: "second", Upstream: second}}, BalancerOptions{})
-		ts := httptest.NewServer(New(rs, b, Options{MaxBodySize: -1}))
+		ts := newTestServer(t, New(rs, b, Options{MaxBodySize: -1}))
 		t.Cleanup(ts.Close)
 		return ts.URL
 	}

@@ -20,7 +20,7 @@ func newFakeServer(t *testing.T, opts Options, fake fcgitest.Handler) *httptest.
 	dir := newDeploy(t, map[string]string{"index.php": "<?php", "big.php": "<?php"}, "A")
 	srv := fcgitest.Start(t, fake)
 	h := New(newReleases(t, filepath.Join(dir, "current")), &fcgi.Client{Network: "unix", Address: srv.Socket}, opts)
-	ts := httptest.NewServer(h)
+	ts := newTestServer(t, h)
 	t.Cleanup(ts.Close)
 	return ts
 }

@@ -43,7 +43,7 @@ func newFakeSite(t *testing.T, files map[string]string, opts Options, fake fcgit
 	dir := newDeploy(t, files, "A")
 	srv := fcgitest.Start(t, fake)
 	h := New(newReleases(t, filepath.Join(dir, "current")), &fcgi.Client{Network: "unix", Address: srv.Socket}, opts)
-	ts := httptest.NewServer(h)
+	ts := newTestServer(t, h)
 	t.Cleanup(ts.Close)
 	return ts, dir
 }
@@ -137,8 +137,11 @@ func TestCompressPHP(t *testing.T) {
 		wantHdrs map[string]string // "" means absent
 		status   int
 	}{
+		// No Content-Length of the uncompressed page; the server may count
+		// the compressed one (proxy/h1 does when it fits its buffer):
+		// checked against the bytes sent below.
 		{name: "gzip", give: "page", ae: "gzip, deflate", wantEnc: "gzip", wantBody: page,
-			wantHdrs: map[string]string{"Vary": "Accept-Encoding", "Content-Length": ""}},
+			wantHdrs: map[string]string{"Vary": "Accept-Encoding"}},
 		{name: "brotli", give: "page", ae: "br", wantEnc: "br", wantBody: page},
 		{name: "brotli preferred", give: "page", ae: "gzip, deflate, br, zstd", wantEnc: "br", wantBody: page},
 		{name: "q prefers gzip", give: "page", ae: "br;q=0.5, gzip", wantEnc: "gzip", wantBody: page},

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
@@ -175,7 +174,7 @@ func newFaultSite(t *testing.T, socket string, opts Options, tune func(c *fcgi.C
 	if tune != nil {
 		tune(c)
 	}
-	ts := httptest.NewServer(New(newReleases(t, filepath.Join(dir, "current")), c, opts))
+	ts := newTestServer(t, New(newReleases(t, filepath.Join(dir, "current")), c, opts))
 	hc := &http.Client{Transport: &http.Transport{}, Timeout: 30 * time.Second}
 	t.Cleanup(func() {
 		hc.CloseIdleConnections()

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -40,7 +39,7 @@ func newPHPFaultSite(t *testing.T, fpm *phpfpmtest.Server, maxConns int) *faultS
 	dir := newDeploy(t, phpFaultSite, "A")
 	core, logs := observer.New(zap.InfoLevel)
 	c := &fcgi.Client{Network: "unix", Address: fpm.Socket, MaxConns: maxConns, ReadTimeout: 10 * time.Second}
-	ts := httptest.NewServer(New(newReleases(t, filepath.Join(dir, "current")), c, Options{Logger: zap.New(core)}))
+	ts := newTestServer(t, New(newReleases(t, filepath.Join(dir, "current")), c, Options{Logger: zap.New(core)}))
 	t.Cleanup(func() {
 		ts.Close()
 		c.Close()

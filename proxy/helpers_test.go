@@ -1,11 +1,17 @@
 package proxy
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"realroot/proxy/h1"
 	"realroot/resolve"
+
+	"go.uber.org/zap/zaptest"
 )
 
 // writeTree writes files (path -> content) below dir.
@@ -60,4 +66,24 @@ func newReleases(t testing.TB, root string) *resolve.Releases {
 		t.Fatal(err)
 	}
 	return rs
+}
+
+// newTestServer serves h on 127.0.0.1 like httptest.NewServer, with Go's
+// net/http server, or with proxy/h1 when REALROOT_HTTP1_SERVER=lean (make
+// test runs this package both ways). Close it as an httptest.Server.
+func newTestServer(t testing.TB, h http.Handler) *httptest.Server {
+	t.Helper()
+	if os.Getenv("REALROOT_HTTP1_SERVER") != "lean" {
+		return httptest.NewServer(h)
+	}
+	ts := httptest.NewUnstartedServer(h) // its listener, never started
+	ts.URL = "http://" + ts.Listener.Addr().String()
+	s := &h1.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zaptest.NewLogger(t)}
+	done := make(chan struct{})
+	go func() { defer close(done); s.Serve(ts.Listener) }()
+	t.Cleanup(func() {
+		s.Close()
+		<-done
+	})
+	return ts
 }

@@ -78,7 +78,7 @@ func newPHPServer(t *testing.T, dir string, opts Options) (*httptest.Server, *re
 		opts.FrontController = "/index.php"
 	}
 	h := New(rs, &fcgi.Client{Network: "unix", Address: fpm.Socket, ReadTimeout: 10 * time.Second}, opts)
-	srv := httptest.NewServer(h)
+	srv := newTestServer(t, h)
 	t.Cleanup(srv.Close)
 	return srv, rs
 }
@@ -280,7 +280,7 @@ func TestPHPUnreachable(t *testing.T) {
 	dir := newDeploy(t, phpSite, "A")
 	rs := newReleases(t, filepath.Join(dir, "current", "public"))
 	h := New(rs, &fcgi.Client{Network: "unix", Address: filepath.Join(dir, "nope.sock")}, Options{})
-	srv := httptest.NewServer(h)
+	srv := newTestServer(t, h)
 	defer srv.Close()
 	if resp, _ := get(t, srv.URL+"/dump.php"); resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("php-fpm down: status %d; want 502", resp.StatusCode)

@@ -237,7 +237,7 @@ echo "no file for you\n";`,
 		InternalLocations: map[string]string{"/protected/": files},
 		Observer:          obs,
 	})
-	srv := httptest.NewServer(h)
+	srv := newTestServer(t, h)
 	defer srv.Close()
 
 	// A slow client: a tiny receive buffer, and it stops reading.

@@ -122,7 +122,7 @@ func newWarmServer(t *testing.T, dir string, keep bool, paths ...string) (*httpt
 	done := make(chan struct{})
 	go func() { defer close(done); rs.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	srv := httptest.NewServer(h)
+	srv := newTestServer(t, h)
 	t.Cleanup(srv.Close)
 	return srv, rs, logs
 }

@@ -122,3 +122,25 @@ func TestUnreadBodyDrained(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusedBodyAnswered: a handler that refuses a large body unread and
+// says Connection: close (realroot's 413) gets its answer to a client still
+// sending, not a reset: the close waits for the client (or 500 ms).
+func TestRefusedBodyAnswered(t *testing.T) {
+	addr, _ := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		io.WriteString(w, "too large")
+	}))
+	for i := range 5 {
+		resp, err := http.Post("http://"+addr+"/", "application/octet-stream", strings.NewReader(strings.Repeat("x", 4<<20)))
+		if err != nil {
+			t.Fatalf("POST %d: %v; want the 413", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || string(body) != "too large" {
+			t.Errorf("POST %d: %d %q; want 413 too large", i, resp.StatusCode, body)
+		}
+	}
+}

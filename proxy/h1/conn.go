@@ -179,7 +179,10 @@ func (c *conn) serve() {
 			c.userWDL = false
 		}
 		if !w.shouldReuse() {
-			if w.bodyLimitHit {
+			// Request body left unread (the handler refused it, or the
+			// drain stopped): as net/http, let the client read the
+			// response before its unread data makes the close a reset.
+			if w.bodyLimitHit || !c.body.done() {
 				c.closeWriteAndWait()
 			}
 			return
@@ -381,10 +384,13 @@ func isCommonNetReadError(err error) bool {
 
 // closeWriteAndWait half-closes c and waits a little before the close, so
 // that the client reads the response before a reset for its unread data.
+// Unlike net/http's plain sleep, the wait reads and drops what the client
+// still sends, and ends as soon as it closes (or Close closes c).
 func (c *conn) closeWriteAndWait() {
 	c.bw.Flush()
 	if tc, ok := c.rwc.(interface{ CloseWrite() error }); ok {
 		tc.CloseWrite()
 	}
-	time.Sleep(rstAvoidanceDelay)
+	c.rwc.SetReadDeadline(time.Now().Add(rstAvoidanceDelay))
+	io.Copy(io.Discard, c.rwc)
 }
