@@ -25,7 +25,6 @@ type fileCache struct {
 type cachedFile struct {
 	fi   fs.FileInfo // of the file read
 	data []byte
-	etag string
 	// Header values, each of capacity 1 so that an append copies: set
 	// straight into a response's header map, they cost no allocation.
 	etagV, lastModified, length []string
@@ -61,8 +60,8 @@ func (c *fileCache) fill(path string, f *os.File, fi fs.FileInfo) *cachedFile {
 	if n, _ := f.Read(make([]byte, 1)); n != 0 {
 		return nil // it grew
 	}
-	e := &cachedFile{fi: fi, data: data, etag: etag(fi.ModTime().Unix(), fi.Size())}
-	e.etagV = []string{e.etag}[:1:1]
+	e := &cachedFile{fi: fi, data: data}
+	e.etagV = []string{etag(fi.ModTime().Unix(), fi.Size())}[:1:1]
 	if mt := fi.ModTime(); !mt.IsZero() && !mt.Equal(time.Unix(0, 0)) { // as http.ServeContent
 		e.lastModified = []string{mt.UTC().Format(http.TimeFormat)}[:1:1]
 	}

@@ -67,11 +67,6 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 		}
 	}
 
-	if served != name && sfi != nil {
-		// http.ServeContent sets no length once Content-Encoding is set;
-		// the sibling is served whole (never a range), its size known.
-		hd.Set("Content-Length", strconv.FormatInt(sfi.Size(), 10))
-	}
 	full := x.rel.Path(served)
 	if sfi != nil && sfi.Size() <= cacheFileMax {
 		if e := h.files.get(full, sfi); e != nil {
@@ -99,6 +94,11 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return &httpError{status: http.StatusInternalServerError, msg: "cannot read file", err: err}
 	}
+	if served != name {
+		// http.ServeContent sets no length once Content-Encoding is set;
+		// the sibling is served whole (never a range), its size known.
+		hd.Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+	}
 	hd.Set("ETag", etag(fi.ModTime().Unix(), fi.Size()))
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	return nil
@@ -117,6 +117,9 @@ var acceptRanges = []string{"bytes"}[:1:1]
 func serveCached(w *recorder, r *http.Request, e *cachedFile, date []string) {
 	hd := w.Header()
 	hd["Etag"] = e.etagV
+	// ServeContent replaces or drops it, but keeps it for a precompressed
+	// sibling (Content-Encoding set), which it would send without one.
+	hd["Content-Length"] = e.length
 	for _, k := range conditionalHeaders {
 		if _, ok := r.Header[k]; ok {
 			http.ServeContent(w, r, "", e.fi.ModTime(), bytes.NewReader(e.data))
@@ -128,7 +131,6 @@ func serveCached(w *recorder, r *http.Request, e *cachedFile, date []string) {
 		hd["Last-Modified"] = e.lastModified
 	}
 	hd["Accept-Ranges"] = acceptRanges
-	hd["Content-Length"] = e.length
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		w.Write(e.data)
