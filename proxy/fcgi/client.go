@@ -70,7 +70,9 @@ type Client struct {
 	// connection included.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds the wait between two writes to the application,
-	// like nginx's fastcgi_send_timeout. Zero means 60s.
+	// like nginx's fastcgi_send_timeout. Zero means 60s. Its deadline is
+	// moved lazily like ReadTimeout's: a write that cannot proceed fails
+	// between WriteTimeout - WriteTimeout/8 and WriteTimeout after it began.
 	WriteTimeout time.Duration
 	// MaxHeaderBytes bounds the response's CGI header block. Zero means 1 MiB.
 	MaxHeaderBytes int

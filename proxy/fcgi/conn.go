@@ -132,9 +132,10 @@ func (x *exchange) detach() bool {
 	return won
 }
 
-// write writes b with a fresh write deadline.
+// write writes b under a write deadline between WriteTimeout - WriteTimeout/8
+// and WriteTimeout from now (see pconn.armWrite).
 func (x *exchange) write(b []byte) error {
-	if err := x.conn.SetWriteDeadline(time.Now().Add(x.writeTimeout)); err != nil {
+	if err := x.dr.pc.armWrite(x.writeTimeout); err != nil {
 		return err
 	}
 	_, err := x.conn.Write(b)

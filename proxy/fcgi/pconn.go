@@ -15,8 +15,9 @@ type pconn struct {
 	reused bool      // it ran an exchange before; set by put
 	idleAt time.Time // when put back; under pool.mu
 
-	// readDeadline is the read deadline last set on conn (see armRead).
-	readDeadline time.Time
+	// readDeadline and writeDeadline are the deadlines last set on conn
+	// (see armRead). Reads and writes each run on one goroutine at a time.
+	readDeadline, writeDeadline time.Time
 
 	// x is the exchange whose ctx closes conn when done; onCancel, the
 	// context.AfterFunc callback doing so, is allocated once, here. x is
@@ -48,14 +49,23 @@ func (pc *pconn) cancel() { pc.x.closeConn() }
 // by a previous exchange follows the same rule, hence never cuts a wait of
 // the next one short.
 func (pc *pconn) armRead(timeout time.Duration) error {
+	return arm(pc.conn.SetReadDeadline, &pc.readDeadline, timeout)
+}
+
+// armWrite is armRead for writes (see Client.WriteTimeout).
+func (pc *pconn) armWrite(timeout time.Duration) error {
+	return arm(pc.conn.SetWriteDeadline, &pc.writeDeadline, timeout)
+}
+
+func arm(set func(time.Time) error, last *time.Time, timeout time.Duration) error {
 	d := time.Now().Add(timeout)
-	if lag := d.Sub(pc.readDeadline); lag >= 0 && lag <= timeout/8 {
+	if lag := d.Sub(*last); lag >= 0 && lag <= timeout/8 {
 		return nil
 	}
-	if err := pc.conn.SetReadDeadline(d); err != nil {
+	if err := set(d); err != nil {
 		return err
 	}
-	pc.readDeadline = d
+	*last = d
 	return nil
 }
 
