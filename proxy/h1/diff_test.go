@@ -41,7 +41,8 @@ var diffRequests = []string{
 	"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
 	"GET /x?body=<html>hi HTTP/1.1\r\nHost: a:80\r\n\r\n",
 	"GET /x?body=abc&h=Content-Type:text/x&h=X-A:1&h=X-A:2 HTTP/1.1\r\nHost: a\r\n\r\n",
-	"GET /x?body=0123456789&n=1000 HTTP/1.1\r\nHost: a\r\n\r\n", // chunked in both
+	"GET /x?body=0123456789&n=1000 HTTP/1.1\r\nHost: a\r\n\r\n",                       // chunked in both
+	"GET /x?body=<html>" + strings.Repeat("x", 5000) + " HTTP/1.1\r\nHost: a\r\n\r\n", // one write, too big to hold
 	"GET /x?body=x&flush=1 HTTP/1.1\r\nHost: a\r\n\r\n",
 	"GET /x?status=204 HTTP/1.1\r\nHost: a\r\n\r\n",
 	"GET /x?status=304&h=Content-Type:text/x&h=Etag:\"1\" HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -52,6 +53,8 @@ var diffRequests = []string{
 	"HEAD /x?body=abc&h=Content-Length:3 HTTP/1.1\r\nHost: a\r\n\r\n",
 	"GET /x?h=Content-Length:2&body=ab HTTP/1.1\r\nHost: a\r\n\r\n",
 	"GET /x?h=Transfer-Encoding:identity&body=ab HTTP/1.1\r\nHost: a\r\n\r\n",
+	"GET /x?h=Transfer-Encoding:chunked&body=ab HTTP/1.1\r\nHost: a\r\n\r\n",
+	"GET /x?h=Transfer-Encoding:chunked&body=ab HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
 	"GET /x?h=Content-Encoding:gzip&body=ab HTTP/1.1\r\nHost: a\r\n\r\n",
 	"GET /x?h=Connection:close HTTP/1.1\r\nHost: a\r\n\r\n",
 	"GET / HTTP/1.0\r\n\r\n",
@@ -81,7 +84,7 @@ func TestDifferential(t *testing.T) {
 	reqs := slices.Clone(diffRequests)
 	for _, br := range badRequests {
 		switch br.name {
-		case "PRI", "absolute without host", "header continuation":
+		case "PRI":
 			continue // known differences, see TestKnownDifferences
 		}
 		reqs = append(reqs, br.give)
@@ -97,19 +100,103 @@ func TestDifferential(t *testing.T) {
 	}
 }
 
-// TestKnownDifferences pins where h1 is stricter than net/http.
+// knownHandler is diffHandler and the handlers of TestKnownDifferences.
+var knownHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/late": // a header map kept and changed after WriteHeader
+		h := w.Header()
+		w.WriteHeader(http.StatusOK)
+		h.Set("X-Late", "1")
+	case "/hijack":
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotImplemented)
+			return
+		}
+		io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhijacked")
+		conn.Close()
+	case "/server":
+		if r.Context().Value(http.ServerContextKey) == nil {
+			http.Error(w, "no ServerContextKey", http.StatusInternalServerError)
+		}
+	case "/maxbytes":
+		_, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 3))
+		http.Error(w, fmt.Sprint(err), http.StatusRequestEntityTooLarge)
+	default:
+		diffHandler(w, r)
+	}
+})
+
+// TestKnownDifferences pins where h1 differs from net/http on purpose, with
+// what each answers: should net/http change, the test says so.
 func TestKnownDifferences(t *testing.T) {
-	h1addr, _ := startH1(t, diffHandler)
-	for _, tt := range []struct{ give, want string }{
+	h1addr, _ := startH1(t, knownHandler)
+	stdaddr := startStd(t, knownHandler)
+	for _, tt := range []struct{ name, give, wantH1, wantStd string }{
 		// An empty Host cannot be told from none after http.ReadRequest.
-		{"GET / HTTP/1.1\r\nHost:\r\n\r\n", "HTTP/1.1 400 Bad Request: missing required Host header"},
+		{"empty host", "GET / HTTP/1.1\r\nHost:\r\n\r\n",
+			"400 Bad Request: missing required Host header", "200 OK cl=11 te=[] close=false"},
 		// No HTTP/2 upgrade.
-		{"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/1.1 505 HTTP Version Not Supported: unsupported protocol version"},
+		{"PRI", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+			"505 HTTP Version Not Supported: unsupported protocol version", "200 OK cl=12 te=[] close=true"},
+		// RFC 9112 section 3.2.2: with an absolute-form target the Host
+		// field is ignored (http.ReadRequest does not keep it to check).
+		{"absolute with bad host", "GET http://a/ HTTP/1.1\r\nHost: a b\r\n\r\n",
+			"200 OK cl=20 te=[] close=false", "400 Bad Request: malformed Host header"},
+		// No trailers: a declared Trailer does not force chunking.
+		{"trailer", "GET /?h=Trailer:X HTTP/1.1\r\nHost: a\r\n\r\n",
+			"200 OK cl=24 te=[] close=false", "200 OK cl=-1 te=[chunked] close=false"},
+		// An invalid Content-Length from the handler is dropped, then the
+		// whole body's length is sent (net/http sends chunked).
+		{"invalid content-length", "GET /?h=Content-Length:x HTTP/1.1\r\nHost: a\r\n\r\n",
+			"200 OK cl=31 te=[] close=false", "200 OK cl=-1 te=[chunked] close=false"},
+		// The header map is not copied at WriteHeader: changes through a
+		// map kept from before are sent until the header goes out (all
+		// but Content-Length, see TestContentLengthChangedAfterWriteHeader).
+		{"header kept past WriteHeader", "GET /late HTTP/1.1\r\nHost: a\r\n\r\n",
+			"200 OK cl=0 te=[] close=false X-Late=1", "200 OK cl=0 te=[] close=false"},
+		// 4 KiB of body are held for a Content-Length (net/http: 2 KiB).
+		{"held body", "GET /?body=x&n=3000 HTTP/1.1\r\nHost: a\r\n\r\n",
+			"200 OK cl=3026 te=[] close=false", "200 OK cl=-1 te=[chunked] close=false"},
+		// No Hijack (so no WebSocket), no *http.Server in the context.
+		{"hijack", "GET /hijack HTTP/1.1\r\nHost: a\r\n\r\n",
+			"feature not supported\n", "200 OK cl=8 te=[] close=true"},
+		{"ServerContextKey", "GET /server HTTP/1.1\r\nHost: a\r\n\r\n",
+			"no ServerContextKey\n", "200 OK cl=0 te=[] close=false"},
+		// http.MaxBytesReader cannot tell h1 its limit was hit: the rest of
+		// the body is drained (up to 256 KiB) and the connection kept.
+		{"MaxBytesReader", "POST /maxbytes HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789",
+			"413 Request Entity Too Large cl=29 te=[] close=false", "413 Request Entity Too Large cl=29 te=[] close=true"},
+		// Exactly 256 KiB of body left unread is drained (net/http: up to
+		// 256 KiB less one byte).
+		{"drain limit", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 262144\r\n\r\n" + strings.Repeat("x", 262144),
+			"200 OK cl=18 te=[] close=false", "200 OK cl=18 te=[] close=true"},
 	} {
-		if got := statusLine(rawRoundTrip(t, h1addr, tt.give)); got != tt.want {
-			t.Errorf("%q: got %q; want %q", tt.give, got, tt.want)
+		got := [2]string{firstResponse(t, h1addr, tt.give), firstResponse(t, stdaddr, tt.give)}
+		if want := [2]string{tt.wantH1, tt.wantStd}; got != want {
+			t.Errorf("%s:\nh1:       got %q; want %q\nnet/http: got %q; want %q", tt.name, got[0], want[0], got[1], want[1])
 		}
 	}
+}
+
+// firstResponse sends raw to addr and describes the first response: the
+// body of an error, else the status, the framing and an X-Late header.
+func firstResponse(t *testing.T, addr, raw string) string {
+	c := dial(t, addr)
+	go c.c.Write([]byte(raw)) // the server may answer before it reads it all
+	res, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		return "no response"
+	}
+	if res.StatusCode >= 400 && res.StatusCode != http.StatusRequestEntityTooLarge {
+		b, _ := io.ReadAll(res.Body)
+		return string(b)
+	}
+	s := fmt.Sprintf("%s cl=%d te=%v close=%v", res.Status, res.ContentLength, res.TransferEncoding, res.Close)
+	if v := res.Header.Get("X-Late"); v != "" {
+		s += " X-Late=" + v
+	}
+	return s
 }
 
 // summarize parses every response in raw.

@@ -23,8 +23,9 @@ const (
 
 // writeHead puts the status line and header in c.bw, deciding the framing
 // as net/http's chunkWriter.writeHeader does; p is the body held so far,
-// all of it when final (the handler has returned).
-func (w *response) writeHead(final bool) {
+// all of it when final (the handler has returned), and next the write
+// that did not fit with it.
+func (w *response) writeHead(final bool, next []byte) {
 	w.headSent = true
 	p := w.buf
 	h := w.out
@@ -38,9 +39,8 @@ func (w *response) writeHead(final bool) {
 	// A handler done on its first write gets a Content-Length, even 0
 	// (which keeps HTTP/1.0 keep-alive connections); not for HEAD without
 	// body bytes: the handler may have skipped writing.
-	if final && !hasTE && bodyAllowedForStatus(code) && !has(h, "Content-Length") && (!w.isHead || len(p) > 0) {
+	if final && !hasTE && bodyAllowedForStatus(code) && w.contentLength == -1 && !has(h, "Content-Length") && (!w.isHead || len(p) > 0) {
 		w.contentLength = int64(len(p))
-		setCL = strconv.Itoa(len(p))
 	}
 	if w.wants10Keep && keepAlives && h.Get("Content-Length") != "" && h.Get("Connection") == "keep-alive" {
 		w.closeAfter = false
@@ -60,29 +60,24 @@ func (w *response) writeHead(final bool) {
 	// Unread request body: with Expect: 100-continue never answered, close;
 	// else read what is left, up to maxDrain, so that a client that sends
 	// all before reading does not deadlock (net/http, issue 15527).
-	if b := &w.c.body; b.rc != nil && !w.closeAfter {
-		switch {
-		case b.expectContinue && !b.sawEOF:
-			w.closeAfter = true
-		case b.closed && !b.sawEOF:
+	if !w.closeAfter {
+		switch w.c.body.settle() {
+		case drainTooBig:
 			w.closeAfter = true
 			w.bodyLimitHit = true
-		default:
-			switch b.drain() {
-			case drainTooBig:
-				w.closeAfter = true
-				w.bodyLimitHit = true
-				skip |= skipConn
-				setConn = "close"
-			case drainFailed:
-				w.closeAfter = true
-			}
+			skip |= skipConn
+			setConn = "close"
+		case drainClosed:
+			w.closeAfter = true
+			w.bodyLimitHit = true
+		case drainFailed:
+			w.closeAfter = true
 		}
 	}
 
 	if bodyAllowedForStatus(code) {
-		if !has(h, "Content-Type") && h.Get("Content-Encoding") == "" && !hasTE && len(p) > 0 {
-			setCT = http.DetectContentType(p)
+		if !has(h, "Content-Type") && h.Get("Content-Encoding") == "" && !hasTE && len(p)+len(next) > 0 {
+			setCT = http.DetectContentType(w.sniffData(p, next))
 		}
 	} else {
 		skip |= skipCL | skipTE
@@ -93,8 +88,6 @@ func (w *response) writeHead(final bool) {
 	if hasCL && hasTE && te != "identity" {
 		w.c.srv.logger().Warn("response with both transfer-encoding and content-length",
 			zap.String("transfer_encoding", te), zap.Int64("content_length", w.contentLength))
-		skip |= skipCL
-		setCL = ""
 		hasCL = false
 		w.contentLength = -1
 	}
@@ -118,8 +111,11 @@ func (w *response) writeHead(final bool) {
 		w.closeAfter = true
 		skip |= skipTE
 	}
-	if w.chunking {
-		skip |= skipCL
+	// The Content-Length sent is the one the body is framed by, the
+	// handler's as of WriteHeader: not what a header map it kept says now.
+	skip |= skipCL
+	if hasCL && bodyAllowedForStatus(code) {
+		setCL = strconv.FormatInt(w.contentLength, 10)
 	}
 	if w.closeAfter && (!keepAlives || !hasToken(h.Get("Connection"), "close")) {
 		skip |= skipConn
@@ -142,6 +138,16 @@ func (w *response) writeHead(final bool) {
 	}
 	writeField(bw, "Content-Length", setCL)
 	bw.WriteString("\r\n")
+}
+
+// sniffData is the first sniffLen bytes of p then next.
+func (w *response) sniffData(p, next []byte) []byte {
+	if len(p) >= sniffLen || len(next) == 0 {
+		return p
+	}
+	n := copy(w.c.sniff[:], p)
+	n += copy(w.c.sniff[n:], next)
+	return w.c.sniff[:n]
 }
 
 func writeField(bw *bufio.Writer, k, v string) {

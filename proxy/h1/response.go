@@ -135,7 +135,7 @@ func (w *response) Write(p []byte) (int, error) {
 			w.buf = append(w.buf, p...)
 			return len(p), nil
 		}
-		w.writeHead(false)
+		w.writeHead(false, p)
 		err := w.emit(w.buf, p)
 		w.buf = w.buf[:0]
 		if err != nil {
@@ -197,7 +197,7 @@ func (w *response) sendHead(final bool) bool {
 	if w.headSent {
 		return false
 	}
-	w.writeHead(final)
+	w.writeHead(final, nil)
 	w.emit(w.buf, nil)
 	w.buf = w.buf[:0]
 	return true
@@ -206,7 +206,10 @@ func (w *response) sendHead(final bool) bool {
 // finish completes the response once the handler has returned.
 func (w *response) finish() {
 	w.handlerDone = true
-	if !w.sendHead(true) && w.chunking && !w.isHead {
+	// Chunked even when the header goes out now: the handler set
+	// Transfer-Encoding itself.
+	w.sendHead(true)
+	if w.chunking {
 		w.c.bw.WriteString("0\r\n\r\n")
 	}
 	w.c.bw.Flush()

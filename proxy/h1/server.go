@@ -33,7 +33,8 @@ type Server struct {
 	Handler http.Handler
 	// ReadHeaderTimeout bounds the reading of a request's line and headers,
 	// from its first byte (from the accept for a connection's first
-	// request). 0: no limit.
+	// request, as net/http). 0: no limit, but IdleTimeout for a new
+	// connection's first byte.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout bounds the wait for the next request on a kept
 	// connection. 0: ReadHeaderTimeout; both 0: no limit. The deadline is
@@ -50,9 +51,18 @@ type Server struct {
 	inShutdown atomic.Bool
 	mu         sync.Mutex
 	listeners  map[*net.Listener]struct{}
+	serving    sync.WaitGroup // Serve loops, so that Shutdown sees every accepted conn
 	conns      map[*conn]struct{}
 	drained    chan struct{} // closed when conns empties during Shutdown
 }
+
+// newConnGrace is how long Shutdown lets a new connection send its first
+// request (net/http's 5 seconds, issue 22682): its client sent it, or is
+// about to, and will not retry on a fresh connection. A var for tests.
+var newConnGrace = 5 * time.Second
+
+// shutdownPoll is how often Shutdown looks again at new connections.
+const shutdownPoll = 500 * time.Millisecond
 
 // Serve accepts connections on ln and serves each in its own goroutine. It
 // returns http.ErrServerClosed after Shutdown or Close, else the accept
@@ -82,29 +92,38 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		delay = 0
 		c := newConn(s, rwc)
-		if !s.trackConn(c, true) {
-			rwc.Close()
-			c.release()
-			continue
-		}
+		s.trackConn(c, true)
 		go c.serve()
 	}
 }
 
 // Shutdown stops the listeners, closes idle connections at once, and
 // waits for active requests to finish; a connection closes as soon as its
-// request is answered. It returns ctx.Err() if that takes longer than ctx
-// allows (the connections are then left to finish on their own).
+// request is answered. A new connection (no request yet) is given
+// newConnGrace from its accept to send one, as net/http does. It returns
+// ctx.Err() if that takes longer than ctx allows (the connections are then
+// left to finish on their own).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.inShutdown.Store(true)
 	s.mu.Lock()
 	err := s.closeListenersLocked()
-	for c := range s.conns {
-		c.closeIfIdle()
-	}
 	s.mu.Unlock()
+	s.serving.Wait() // a conn accepted before the close is tracked now
+	var poll *time.Timer
+	defer func() {
+		if poll != nil {
+			poll.Stop()
+		}
+	}()
 	for {
 		s.mu.Lock()
+		now := time.Now()
+		young := false
+		for c := range s.conns {
+			if !c.closeIfIdle(now) && c.state.Load() == stateNew {
+				young = true
+			}
+		}
 		if len(s.conns) == 0 {
 			s.mu.Unlock()
 			return err
@@ -114,8 +133,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		ch := s.drained
 		s.mu.Unlock()
+		var tick <-chan time.Time
+		if young {
+			if poll == nil {
+				poll = time.NewTimer(shutdownPoll)
+			} else {
+				poll.Reset(shutdownPoll)
+			}
+			tick = poll.C
+		}
 		select {
 		case <-ch:
+		case <-tick:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -127,8 +156,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.inShutdown.Store(true)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	err := s.closeListenersLocked()
+	s.mu.Unlock()
+	s.serving.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for c := range s.conns {
 		c.rwc.Close()
 	}
@@ -152,6 +184,7 @@ func (s *Server) trackListener(ln *net.Listener, add bool) bool {
 	defer s.mu.Unlock()
 	if !add {
 		delete(s.listeners, ln)
+		s.serving.Done()
 		return true
 	}
 	if s.inShutdown.Load() {
@@ -161,12 +194,14 @@ func (s *Server) trackListener(ln *net.Listener, add bool) bool {
 		s.listeners = make(map[*net.Listener]struct{})
 	}
 	s.listeners[ln] = struct{}{}
+	s.serving.Add(1)
 	return true
 }
 
-// trackConn adds or removes c; adding fails once shutting down. Removing
-// the last connection during Shutdown wakes it.
-func (s *Server) trackConn(c *conn, add bool) bool {
+// trackConn adds or removes c. Removing the last connection during
+// Shutdown wakes it. Adding is done by a Serve loop, which Shutdown and
+// Close wait for: they see every connection it accepted.
+func (s *Server) trackConn(c *conn, add bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !add {
@@ -175,16 +210,12 @@ func (s *Server) trackConn(c *conn, add bool) bool {
 			close(s.drained)
 			s.drained = nil
 		}
-		return true
-	}
-	if s.inShutdown.Load() {
-		return false
+		return
 	}
 	if s.conns == nil {
 		s.conns = make(map[*conn]struct{})
 	}
 	s.conns[c] = struct{}{}
-	return true
 }
 
 func (s *Server) maxHeaderBytes() int64 {

@@ -93,6 +93,12 @@ func (c *conn) bodyEOF() {
 }
 
 func (c *conn) startReadLocked() {
+	if c.cr.hasByte {
+		// An earlier watch read the next request's first byte and the
+		// requests in between were buffered: it is not consumed yet, and
+		// the client is there (net/http's startBackgroundRead).
+		return
+	}
 	c.reading = true
 	if !c.userRDL && !c.rdl.IsZero() {
 		c.rwc.SetReadDeadline(time.Time{})
@@ -207,5 +213,12 @@ func (cr *connReader) Read(p []byte) (int, error) {
 	}
 	n, err := cr.c.rwc.Read(p)
 	cr.remain -= int64(n)
+	if err != nil && cr.c.cancel != nil {
+		// The client is gone, or a deadline passed, under a body read:
+		// the request's context ends, as net/http's handleReadError does,
+		// so that the handler tells a client gone mid-upload (499) from a
+		// bad body (400). Between requests it is the last one's, over.
+		cr.c.cancel()
+	}
 	return n, err
 }

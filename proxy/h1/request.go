@@ -1,0 +1,184 @@
+package h1
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"reflect"
+	"time"
+)
+
+// waitRequest waits for the first byte of the next request (at most the
+// idle timeout), marks c active, and arms the header timeout unless the
+// whole header is already read. A new connection's first request has the
+// header timeout from the accept instead, as with net/http. It reports
+// false if c is to close.
+func (c *conn) waitRequest() bool {
+	s := c.srv
+	c.cr.remain = s.maxHeaderBytes() + 4096
+	if c.state.Load() == stateNew {
+		d := s.ReadHeaderTimeout
+		if d <= 0 {
+			d = s.idleTimeout()
+		}
+		c.armRead(d)
+		if _, err := c.br.Peek(1); err != nil {
+			return false
+		}
+		return c.state.CompareAndSwap(stateNew, stateActive)
+	}
+	if c.br.Buffered() == 0 {
+		c.armRead(s.idleTimeout())
+		if _, err := c.br.Peek(1); err != nil {
+			return false
+		}
+	}
+	if !c.state.CompareAndSwap(stateIdle, stateActive) {
+		return false
+	}
+	// Not fooled by the CRLFs readRequest tolerates after a POST.
+	if b, _ := c.br.Peek(c.br.Buffered()); !bytes.Contains(bytes.TrimLeft(b, "\r\n"), crlfcrlf) {
+		c.armRead(s.ReadHeaderTimeout)
+	}
+	return true
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// armRead sets the read deadline d from now (none if d is 0), unless the
+// one already set is within min(d/16, 1s) before that: kept connections do
+// not move their deadline on every request.
+func (c *conn) armRead(d time.Duration) {
+	if d <= 0 {
+		if !c.rdl.IsZero() {
+			c.rwc.SetReadDeadline(time.Time{})
+			c.rdl = time.Time{}
+		}
+		return
+	}
+	want := time.Now().Add(d)
+	if !c.rdl.IsZero() && !c.rdl.After(want) && c.rdl.After(want.Add(-min(d/16, time.Second))) {
+		return
+	}
+	c.rwc.SetReadDeadline(want)
+	c.rdl = want
+}
+
+// errTooLarge is a request line and header over MaxHeaderBytes.
+var errTooLarge = errors.New("h1: request header too large")
+
+// statusError is a request refused with a status and a reason.
+type statusError struct {
+	code int
+	text string
+}
+
+func (e statusError) Error() string { return fmt.Sprintf("%d %s", e.code, e.text) }
+
+func (c *conn) readRequest() (*http.Request, error) {
+	if c.lastPOST {
+		// RFC 7230 section 3 tolerance for old buggy clients (net/http).
+		peek, _ := c.br.Peek(4)
+		n := 0
+		for n < len(peek) && (peek[n] == '\r' || peek[n] == '\n') {
+			n++
+		}
+		c.br.Discard(n)
+	}
+	absoluteNoHost := c.absoluteFormWithoutHost()
+	req, err := http.ReadRequest(c.br)
+	if err != nil {
+		if c.cr.remain <= 0 {
+			return nil, errTooLarge
+		}
+		return nil, err
+	}
+	c.cr.remain = math.MaxInt64
+	c.lastPOST = req.Method == http.MethodPost
+	if req.ProtoMajor != 1 {
+		return nil, statusError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
+	}
+	// http.ReadRequest (textproto) already refuses invalid header values
+	// and more than one Host, not names with spaces; it removes Host from req.Header and
+	// sets req.Host (the URI's authority first). So, unlike net/http, an
+	// empty Host is refused like a missing one.
+	if req.ProtoAtLeast(1, 1) && (req.Host == "" || absoluteNoHost) && req.Method != http.MethodConnect {
+		return nil, statusError{http.StatusBadRequest, "missing required Host header"}
+	}
+	if !validHost(req.Host) {
+		return nil, statusError{http.StatusBadRequest, "malformed Host header"}
+	}
+	for k := range req.Header {
+		if !validFieldName(k) {
+			return nil, statusError{http.StatusBadRequest, "invalid header name"}
+		}
+	}
+	return req, nil
+}
+
+// absoluteFormWithoutHost reports whether the buffered request has an
+// absolute-form target ("GET http://h/ HTTP/1.1") and no Host field, which
+// RFC 9112 section 3.2 refuses and http.ReadRequest hides (its req.Host is
+// the URI's). Only a header entirely in the buffer is looked at.
+func (c *conn) absoluteFormWithoutHost() bool {
+	b, _ := c.br.Peek(c.br.Buffered())
+	sp := bytes.IndexByte(b, ' ')
+	if sp < 0 || sp+1 >= len(b) || b[sp+1] == '/' {
+		return false
+	}
+	end := bytes.Index(b, crlfcrlf)
+	if end < 0 {
+		return false
+	}
+	for _, line := range bytes.Split(b[:end], []byte("\r\n"))[1:] {
+		if len(line) >= 5 && bytes.EqualFold(line[:5], []byte("host:")) {
+			return false
+		}
+	}
+	return true
+}
+
+// replyError answers a request that could not be read, as net/http does,
+// or says nothing if the client went or was too slow.
+func (c *conn) replyError(err error) {
+	const errorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+	var se statusError
+	switch {
+	case err == errTooLarge:
+		const msg = "431 Request Header Fields Too Large"
+		io.WriteString(c.rwc, "HTTP/1.1 "+msg+errorHeaders+msg)
+		c.closeWriteAndWait()
+	case isUnsupportedTE(err):
+		io.WriteString(c.rwc, "HTTP/1.1 501 Not Implemented"+errorHeaders+"Unsupported transfer encoding")
+	case isCommonNetReadError(err):
+	case errors.As(err, &se):
+		msg := fmt.Sprintf("%d %s: %s", se.code, http.StatusText(se.code), se.text)
+		io.WriteString(c.rwc, "HTTP/1.1 "+msg+errorHeaders+msg)
+	default:
+		const msg = "400 Bad Request"
+		io.WriteString(c.rwc, "HTTP/1.1 "+msg+errorHeaders+msg)
+	}
+}
+
+// isUnsupportedTE matches net/http's unexported *unsupportedTEError (a
+// Transfer-Encoding other than one "chunked"): no exported way to tell it.
+// TestBadRequests pins the 501 should Go rename it.
+func isUnsupportedTE(err error) bool {
+	return reflect.TypeOf(err).String() == "*http.unsupportedTEError"
+}
+
+func isCommonNetReadError(err error) bool {
+	if err == io.EOF {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "read"
+}
