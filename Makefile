@@ -15,13 +15,13 @@ demo: deps
 
 # The CI command (.ci/run) and the README's: formatting and vet findings fail
 # the build before the tests run. The command's and proxy's tests run a second
-# time with http1-server = lean (realroot processes inherit the environment;
-# proxy's test servers are then proxy/h1).
+# time with http1-server = net/http (realroot processes inherit the
+# environment; proxy's test servers are then Go's).
 test: deps
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt: needs formatting (run make fmt):"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
-	REALROOT_HTTP1_SERVER=lean $(GO) test -race -count=1 ./cmd/realroot ./proxy
+	REALROOT_HTTP1_SERVER=net/http $(GO) test -race -count=1 ./cmd/realroot ./proxy
 	@$(MAKE) --no-print-directory fuzz
 
 # Every fuzz target for FUZZTIME (plain go test above runs only their seeds);

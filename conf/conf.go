@@ -51,7 +51,7 @@ type Config struct {
 	// HTTP1Server: http1-server, what serves HTTP/1.x on plain (not TLS,
 	// not h2c) listen addresses: "lean", realroot's own HTTP/1.1 loop
 	// (proxy/h1), or "net/http", Go's standard server. Listeners with TLS
-	// or h2c always use net/http. Default net/http.
+	// or h2c always use net/http. Default lean.
 	HTTP1Server string
 	// ProxyProtocol: proxy-protocol, read a PROXY protocol header (v1 or
 	// v2) on each connection to the listen addresses: the client address
@@ -295,7 +295,7 @@ func Default() Config {
 		PollInterval:    time.Second,
 		LogLevel:        "info",
 		AccessLog:       "json",
-		HTTP1Server:     "net/http",
+		HTTP1Server:     "lean",
 		ReleaseChecks:   true,
 		WarmTimeout:     10 * time.Second,
 		WarmFailure:     "keep",

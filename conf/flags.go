@@ -32,7 +32,7 @@ func FlagSet(c *Config) *flag.FlagSet {
 	fs.Var(&list{p: &c.TLSCert}, "tls-cert", "certificate `FILE` (PEM: leaf, then chain); with it the listen addresses speak HTTPS and HTTP/2; repeatable, the n-th with the n-th tls-key, chosen by SNI, the first by default; re-read on reload (default: plain HTTP)")
 	fs.Var(&list{p: &c.TLSKey}, "tls-key", "private key `FILE` (PEM) of the tls-cert in the same position; repeatable")
 	str(&c.HTTPSRedirect, "https-redirect", "plain-HTTP `ADDR`, host:port, answering 301 to https://host/path on the first listen address's port; needs tls-cert (default: off)")
-	str(&c.HTTP1Server, "http1-server", "what serves HTTP/1.x on plain listen addresses: lean (realroot's own loop, faster) or net/http (Go's); TLS and h2c listeners always use net/http")
+	str(&c.HTTP1Server, "http1-server", "what serves HTTP/1.x on plain listen addresses: lean (realroot's own loop, faster) or net/http (Go's server, for a difference listed in docs/reliability.md); TLS and h2c listeners always use net/http")
 	fs.Var((*boolean)(&c.H2C), "h2c", "also serve HTTP/2 without TLS (prior knowledge) on the listen addresses, behind a load balancer that speaks it; not with tls-cert")
 	fs.Var((*boolean)(&c.ProxyProtocol), "proxy-protocol", "read a PROXY protocol v1 or v2 header on each connection to the listen addresses: required from a trusted-proxy, refused (connection closed) from any other peer")
 	fs.Var(&list{p: &c.TrustedProxies}, "trusted-proxy", "load balancer `CIDR` or address believed about the client: its PROXY header (with proxy-protocol), X-Forwarded-For and X-Forwarded-Proto; repeatable (default: none)")

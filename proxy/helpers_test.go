@@ -68,12 +68,13 @@ func newReleases(t testing.TB, root string) *resolve.Releases {
 	return rs
 }
 
-// newTestServer serves h on 127.0.0.1 like httptest.NewServer, with Go's
-// net/http server, or with proxy/h1 when REALROOT_HTTP1_SERVER=lean (make
-// test runs this package both ways). Close it as an httptest.Server.
+// newTestServer serves h on 127.0.0.1 like httptest.NewServer, with
+// proxy/h1 (realroot's default HTTP/1.1 server), or with Go's net/http
+// server when REALROOT_HTTP1_SERVER=net/http (make test runs this package
+// both ways). Close it as an httptest.Server.
 func newTestServer(t testing.TB, h http.Handler) *httptest.Server {
 	t.Helper()
-	if os.Getenv("REALROOT_HTTP1_SERVER") != "lean" {
+	if os.Getenv("REALROOT_HTTP1_SERVER") == "net/http" {
 		return httptest.NewServer(h)
 	}
 	ts := httptest.NewUnstartedServer(h) // its listener, never started

@@ -44,7 +44,7 @@ func TestKeepRestartOnly(t *testing.T) {
 	c.HeaderTimeout, c.IdleTimeout = time.Second, time.Second
 	c.LogFile, c.AccessLogFile = "/var/log/rr.log", "/var/log/rr-access.log"
 	c.Admin, c.AdminAllowRemote, c.AdminPprof = "127.0.0.1:9180", true, true
-	c.HTTP1Server = "lean"
+	c.HTTP1Server = "net/http"
 	c.ReleaseChecks, c.PHPUser = false, "www-data"
 	c.Warm, c.WarmTimeout, c.WarmFailure = []string{"/"}, time.Second, "switch"
 	c.OnDrain, c.OnDrainTimeout = "true", time.Second
