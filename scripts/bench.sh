@@ -5,8 +5,10 @@
 #
 #   fronts   nginx-plain   nginx, $realpath_root, a FastCGI connection per request
 #            nginx-keep    the same with fastcgi_keep_conn on + upstream keepalive 8
-#            realroot      this repository, built into the temp dir
-#            realroot-lean the same with --http1-server lean (proxy/h1), when it has it
+#            realroot      this repository, built into the temp dir (HTTP/1.1:
+#                          proxy/h1, its default)
+#            realroot-nethttp the same with --http1-server net/http (Go's server),
+#                          when it has the flag
 #            limit         internal/fcgiload: the same php-fpm over FastCGI with
 #                          no HTTP in between, the ceiling for any front
 #   loads    hello         /hello.php, echoes one line
@@ -382,9 +384,9 @@ rr_queue=0
 grep -q -- 'queue-timeout' <<<"$rr_help" && rr_queue=1
 rr_h2c=0
 grep -q -- '--h2c' <<<"$rr_help" && rr_h2c=1
-# realroot-lean: the same with --http1-server lean (proxy/h1), when it exists.
+# realroot-nethttp: the same with --http1-server net/http, when it exists.
 rr_fronts=realroot
-grep -q -- '--http1-server' <<<"$rr_help" && rr_fronts="realroot realroot-lean"
+grep -q -- '--http1-server' <<<"$rr_help" && rr_fronts="realroot realroot-nethttp"
 
 # start_realroot NAME PORT SOCK MAXCONNS [ARG...]: sets $started.
 start_realroot() {
@@ -412,7 +414,7 @@ start_front() {
 	nginx-plain) start_nginx "$f" "$port" "$sock" 0 "$h2" ;;
 	nginx-keep) start_nginx "$f" "$port" "$sock" 1 "$h2" ;;
 	realroot) start_realroot "$f" "$port" "$sock" "$workers" "${rrh2[@]}" ;;
-	realroot-lean) start_realroot "$f" "$port" "$sock" "$workers" --http1-server lean ;;
+	realroot-nethttp) start_realroot "$f" "$port" "$sock" "$workers" --http1-server net/http ;;
 	# The same with a short --queue-timeout, so that the queue overflows:
 	# it must answer 503 with Retry-After, never hang.
 	realroot-shed) start_realroot "$f" "$port" "$sock" "$workers" --queue-timeout 200ms ;;
@@ -604,7 +606,7 @@ main_fpm=$fpm_pid
 port_of[nginx-plain]=$BASE_PORT
 port_of[nginx-keep]=$((BASE_PORT + 1))
 port_of[realroot]=$((BASE_PORT + 2))
-port_of[realroot-lean]=$((BASE_PORT + 3))
+port_of[realroot-nethttp]=$((BASE_PORT + 3))
 
 # start_main FRONT WORKLOAD: FRONT on its port in front of the main pool,
 # speaking HTTP/2 for the h2 workloads.
@@ -675,7 +677,7 @@ if has_workload h2-static && awk -v p="$(stat h2-static nginx-plain 2)" 'BEGIN {
 	notes[h2-static nginx-plain]+="delayed-ACK-bound (p50 >= 30 ms): not a fair baseline"
 fi
 
-printf '%-12s %-14s %10s %9s %9s %7s\n' workload front req/s p50_ms p99_ms errors
+printf '%-12s %-16s %10s %9s %9s %7s\n' workload front req/s p50_ms p99_ms errors
 stalls=0
 for w in "${workloads[@]}"; do
 	for f in $(fronts_of "$w"); do
@@ -687,7 +689,7 @@ for w in "${workloads[@]}"; do
 			note+="${note:+; }starved: a client got no answer in $(stat "$w" "$f" 6) of $ROUNDS rounds"
 			stalls=1
 		fi
-		printf '%-12s %-14s %10.0f %9.2f %9.2f %7d%s\n' "$w" "$f" \
+		printf '%-12s %-16s %10.0f %9.2f %9.2f %7d%s\n' "$w" "$f" \
 			"$(stat "$w" "$f" 1)" "$(stat "$w" "$f" 2)" "$(stat "$w" "$f" 3)" "$(stat "$w" "$f" 4)" "${note:+  $note}"
 	done
 done
@@ -712,13 +714,13 @@ done
 echo
 
 echo "ratios, realroot / other (req/s: higher is better; p99: lower is better)"
-printf '%-12s %-14s %-16s %-16s %-16s %-16s %-14s\n' workload front 'req/s vs plain' 'req/s vs keep' 'p99 vs plain' 'p99 vs keep' 'req/s vs limit'
+printf '%-12s %-16s %-16s %-16s %-16s %-16s %-14s\n' workload front 'req/s vs plain' 'req/s vs keep' 'p99 vs plain' 'p99 vs keep' 'req/s vs limit'
 for w in "${workloads[@]}"; do
 	for rr in $(fronts_of "$w"); do
 		[[ $rr == realroot* ]] || continue
 		lim="-"
 		[[ " $(fronts_of "$w") " == *" limit "* ]] && lim=$(ratio "$(stat "$w" "$rr" 1)" "$(stat "$w" limit 1)")
-		printf '%-12s %-14s %-16s %-16s %-16s %-16s %-14s\n' "$w" "$rr" \
+		printf '%-12s %-16s %-16s %-16s %-16s %-16s %-14s\n' "$w" "$rr" \
 			"$(ratio "$(stat "$w" "$rr" 1)" "$(stat "$w" nginx-plain 1)")" \
 			"$(ratio "$(stat "$w" "$rr" 1)" "$(stat "$w" nginx-keep 1)")" \
 			"$(ratio "$(stat "$w" "$rr" 3)" "$(stat "$w" nginx-plain 3)")" \
