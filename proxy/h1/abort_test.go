@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,15 +56,22 @@ func TestAbortHandlerBreaksConnection(t *testing.T) {
 	}
 }
 
-// readFromConn counts the ReadFrom calls of the server's connections, as
-// sendfile(2) goes through net.TCPConn.ReadFrom.
+// readFromConn counts the ReadFrom calls of the server's connections that
+// sendfile(2) can serve: a file (syscall.Conn), alone or under one
+// *io.LimitedReader, as net.TCPConn.ReadFrom wants it.
 type readFromConn struct {
 	*net.TCPConn
 	n *atomic.Int64
 }
 
 func (c readFromConn) ReadFrom(r io.Reader) (int64, error) {
-	c.n.Add(1)
+	f := r
+	if lr, ok := r.(*io.LimitedReader); ok {
+		f = lr.R
+	}
+	if _, ok := f.(syscall.Conn); ok {
+		c.n.Add(1)
+	}
 	return c.TCPConn.ReadFrom(r)
 }
 
@@ -101,8 +109,14 @@ func TestReadFromFile(t *testing.T) {
 		defer f.Close()
 		if r.URL.Query().Has("copy") { // io.Copy with a bare *os.File
 			fi, _ := f.Stat()
-			w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
-			io.Copy(w, f)
+			n := fi.Size()
+			if r.URL.Query().Has("short") { // a declared length short of the file
+				n -= 100
+			}
+			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+			if _, err := io.Copy(w, f); (err == http.ErrContentLength) != (n < fi.Size()) {
+				t.Errorf("%s: io.Copy: %v", r.URL, err)
+			}
 			return
 		}
 		http.ServeContent(w, r, "", time.Time{}, f) // io.CopyN: an *io.LimitedReader
@@ -139,5 +153,18 @@ func TestReadFromFile(t *testing.T) {
 	c.send(get("a", "/small"))
 	if res, _ := c.response("GET"); res.StatusCode != 200 {
 		t.Errorf("after HEAD: got %d; want 200", res.StatusCode)
+	}
+
+	// Past the declared length: sendfile still, for the declared bytes
+	// only, then the connection closes (see TestKnownDifferences).
+	before := cl.n.Load()
+	c.send(get("a", "/big?copy&short"))
+	res, body := c.response("GET")
+	rest, _ := c.rest()
+	if want := len(data) - 100; res.ContentLength != int64(want) || body != string(data[:want]) || rest != "" {
+		t.Errorf("short: got Content-Length %d, %d bytes, then %d; want %d, the file's first %[4]d, nothing", res.ContentLength, len(body), len(rest), want)
+	}
+	if n := cl.n.Load() - before; n != 1 {
+		t.Errorf("short: got %d sendfile-able ReadFrom calls; want 1", n)
 	}
 }

@@ -119,6 +119,9 @@ var knownHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request)
 		if r.Context().Value(http.ServerContextKey) == nil {
 			http.Error(w, "no ServerContextKey", http.StatusInternalServerError)
 		}
+	case "/readfrom": // a declared length short of what ReadFrom is given
+		w.Header().Set("Content-Length", "520")
+		w.(io.ReaderFrom).ReadFrom(strings.NewReader(strings.Repeat("x", 1000)))
 	case "/maxbytes":
 		_, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 3))
 		http.Error(w, fmt.Sprint(err), http.StatusRequestEntityTooLarge)
@@ -155,6 +158,11 @@ func TestKnownDifferences(t *testing.T) {
 		// but Content-Length, see TestContentLengthChangedAfterWriteHeader).
 		{"header kept past WriteHeader", "GET /late HTTP/1.1\r\nHost: a\r\n\r\n",
 			"200 OK cl=0 te=[] close=false X-Late=1", "200 OK cl=0 te=[] close=false"},
+		// The Content-Length sent is the framing value, as a number: the
+		// handler's "+35" is sent as it is by net/http, which clients
+		// (Go's among them) refuse.
+		{"signed content-length", "GET /?h=Content-Length:%2B35 HTTP/1.1\r\nHost: a\r\n\r\n",
+			"200 OK cl=35 te=[] close=false", "no response"},
 		// 4 KiB of body are held for a Content-Length (net/http: 2 KiB).
 		{"held body", "GET /?body=x&n=3000 HTTP/1.1\r\nHost: a\r\n\r\n",
 			"200 OK cl=3026 te=[] close=false", "200 OK cl=-1 te=[chunked] close=false"},
@@ -175,6 +183,25 @@ func TestKnownDifferences(t *testing.T) {
 		got := [2]string{firstResponse(t, h1addr, tt.give), firstResponse(t, stdaddr, tt.give)}
 		if want := [2]string{tt.wantH1, tt.wantStd}; got != want {
 			t.Errorf("%s:\nh1:       got %q; want %q\nnet/http: got %q; want %q", tt.name, got[0], want[0], got[1], want[1])
+		}
+	}
+
+	// ReadFrom past a declared Content-Length: h1 sends the declared bytes,
+	// refuses the rest (http.ErrContentLength, as Write) and closes;
+	// net/http's ReadFrom sends all its source has past the first 512
+	// bytes, which the client reads as the next response.
+	const readFrom = "GET /readfrom HTTP/1.1\r\nHost: a\r\n\r\n"
+	for _, tt := range []struct {
+		name, addr string
+		wantExcess bool
+	}{{"h1", h1addr, false}, {"net/http", stdaddr, true}} {
+		c := dial(t, tt.addr)
+		c.send(readFrom)
+		res, body := c.response("GET")
+		rest, _ := c.rest() // both close: written != Content-Length
+		if res.ContentLength != 520 || body != strings.Repeat("x", 520) || (len(rest) > 0) != tt.wantExcess {
+			t.Errorf("%s: ReadFrom past Content-Length: %d bytes of Content-Length %d, then %d bytes; want 520, 520, excess %v",
+				tt.name, len(body), res.ContentLength, len(rest), tt.wantExcess)
 		}
 	}
 }

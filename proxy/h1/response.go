@@ -249,7 +249,8 @@ var copyBufPool = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 // read into the buffer: one write for header and body. Else, as net/http,
 // the first 512 bytes are held for sniffing, the header is flushed, and the
 // rest goes through the connection's ReadFrom (sendfile for an *os.File,
-// alone or under an io.LimitedReader) unless the response is chunked.
+// alone or under an io.LimitedReader) unless the response is chunked, but
+// never past a declared Content-Length (sendFrom).
 func (w *response) ReadFrom(src io.Reader) (int64, error) {
 	rf, ok := w.c.rwc.(io.ReaderFrom)
 	if !ok {
@@ -289,12 +290,46 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 		return n, err
 	}
 	if !w.chunking && bodyAllowedForStatus(w.status) && !w.isHead {
-		n0, err := rf.ReadFrom(src)
-		n += n0
-		w.written += n0
-		return n, err
+		n0, err := w.sendFrom(rf, src)
+		return n + n0, err
 	}
 	return w.copyFrom(src, n)
+}
+
+// sendFrom sends src through the connection's ReadFrom, at most what is
+// left of a declared Content-Length: unlike net/http, whose ReadFrom sends
+// all src has, which the client reads as the next response (a PHP
+// response buffered to a file whose Content-Length is short of its body).
+// More is refused with http.ErrContentLength, as Write does, and the
+// connection then closes. A LimitedReader that fits stays as it is, so
+// that sendfile still sees the *os.File under it.
+func (w *response) sendFrom(rf io.ReaderFrom, src io.Reader) (int64, error) {
+	rest := w.contentLength - w.written
+	lr, isLR := src.(*io.LimitedReader)
+	if w.contentLength == -1 || isLR && lr.N <= rest {
+		n, err := rf.ReadFrom(src)
+		w.written += n
+		return n, err
+	}
+	inner := src
+	if isLR {
+		inner = lr.R
+	}
+	l := &io.LimitedReader{R: inner, N: rest}
+	n, err := rf.ReadFrom(l)
+	w.written += n
+	if isLR {
+		lr.N -= n
+	}
+	if err != nil || l.N > 0 {
+		return n, err
+	}
+	var one [1]byte
+	if m, _ := io.ReadFull(src, one[:]); m > 0 {
+		w.written++ // counted, as by Write: shouldReuse sees the excess
+		return n, http.ErrContentLength
+	}
+	return n, nil
 }
 
 // copyFrom copies src through Write; n is what was already sent.
