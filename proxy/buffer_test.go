@@ -3,7 +3,9 @@ package proxy
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -134,5 +136,62 @@ func TestBufferedStreamsEvents(t *testing.T) {
 	close(gate)
 	if rest, _ := io.ReadAll(br); string(rest) != "\ndata: two\n\n" {
 		t.Fatalf("rest = %q", rest)
+	}
+}
+
+// TestBufferedContentLength: a buffered response's whole length is known,
+// so PHP's own Content-Length is held to it: a body shorter than declared
+// is a clean 502 (php-fpm's truncation), a longer one is cut at the
+// declared length as nginx does, in memory and from a temp file alike,
+// and the connection stays in step. HEAD gets no made-up Content-Length.
+func TestBufferedContentLength(t *testing.T) {
+	big := strings.Repeat("0123456789", 20_000) // 200 KB: past BufferMemory, into a file
+	ts := newFakeServer(t, Options{BufferResponses: true, BufferMemory: 64 << 10},
+		func(req *fcgitest.Request, w io.Writer) error {
+			body := "0123456789"
+			if req.Params["SCRIPT_NAME"] == "/big.php" {
+				body = big
+			}
+			switch req.Params["QUERY_STRING"] {
+			case "short": // declares less than it sends
+				fmt.Fprintf(w, "Content-Length: 4\r\n\r\n%s", body)
+			case "long": // declares more than it sends
+				fmt.Fprintf(w, "Content-Length: %d\r\n\r\n%s", len(body)+5, body)
+			case "head":
+				io.WriteString(w, "Content-Type: text/plain\r\n\r\n")
+			}
+			return nil
+		})
+	for _, script := range []string{"/index.php", "/big.php"} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(conn)
+		get := func(method, q string) (*http.Response, string) {
+			t.Helper()
+			fmt.Fprintf(conn, "%s %s?%s HTTP/1.1\r\nHost: a\r\n\r\n", method, script, q)
+			resp, err := http.ReadResponse(br, &http.Request{Method: method})
+			if err != nil {
+				t.Fatalf("%s %s?%s: %v", method, script, q, err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatalf("%s %s?%s: body: %v", method, script, q, err)
+			}
+			return resp, string(b)
+		}
+		// All on one connection: a wrong framing would garble the next.
+		if resp, b := get("GET", "short"); resp.StatusCode != 200 || b != "0123" || resp.ContentLength != 4 {
+			t.Errorf("%s short: %d %q (Content-Length %d); want 200 %q", script, resp.StatusCode, b, resp.ContentLength, "0123")
+		}
+		if resp, b := get("HEAD", "head"); resp.StatusCode != 200 || b != "" || resp.Header.Get("Content-Length") != "" {
+			t.Errorf("%s HEAD: %d %q, Content-Length %q; want 200, none", script, resp.StatusCode, b, resp.Header.Get("Content-Length"))
+		}
+		if resp, b := get("GET", "long"); resp.StatusCode != http.StatusBadGateway || strings.Contains(b, "0123") {
+			t.Errorf("%s long: %d %q; want a clean 502", script, resp.StatusCode, b)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -149,14 +150,34 @@ func (h *Handler) sendBuffered(w *recorder, r *http.Request, x *exchange, resp *
 	if err != nil {
 		return &httpError{status: http.StatusInternalServerError, msg: "cannot buffer response", err: err}
 	}
-	if w.Header().Get("Content-Length") == "" && w.Header().Get("Transfer-Encoding") == "" && bodyAllowed(resp.Status) {
-		w.Header().Set("Content-Length", strconv.FormatInt(s.n, 10))
+	n := s.n
+	if bodyAllowed(resp.Status) && r.Method != http.MethodHead && w.Header().Get("Transfer-Encoding") == "" {
+		// The whole body is known: its length is sent, and PHP's own
+		// Content-Length is held to it. A shorter body is php-fpm's
+		// truncation, a clean 502; a longer one is cut at the length
+		// PHP declared, as nginx does ("upstream sent more data than
+		// specified").
+		if cl := w.Header().Get("Content-Length"); cl != "" {
+			if want, err := strconv.ParseInt(cl, 10, 64); err == nil && want >= 0 {
+				if want > n {
+					return &httpError{status: http.StatusBadGateway, msg: "php-fpm response shorter than its Content-Length",
+						err: fmt.Errorf("Content-Length %d, body %d bytes", want, n), upstream: "truncated"}
+				}
+				if want < n {
+					h.log.Warn("php-fpm response longer than its Content-Length: cut",
+						zap.Int64("content_length", want), zap.Int64("body_bytes", n),
+						zap.String("uri", r.RequestURI), zap.String("request_id", x.requestID()))
+					n = want
+				}
+			}
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 	}
 	w.WriteHeader(resp.Status)
-	if !bodyAllowed(resp.Status) {
+	if !bodyAllowed(resp.Status) || r.Method == http.MethodHead {
 		return nil // what PHP wrote after a 204 or 304 is dropped, as nginx does
 	}
-	if _, err := io.Copy(w, body); err != nil {
+	if _, err := io.Copy(w, io.LimitReader(body, n)); err != nil {
 		return &httpError{status: StatusClientClosed, msg: "client closed request", err: err}
 	}
 	return nil

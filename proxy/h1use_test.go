@@ -257,8 +257,10 @@ func TestH1UseFake(t *testing.T) {
 		{name: "post stalled", raw: req("POST", "/index.php?params", "Content-Length: 10") + "abc", noProbe: true},
 		{name: "post bad chunking", raw: req("POST", "/index.php?params", "Transfer-Encoding: chunked") + "zz\r\n", noProbe: true},
 		{name: "buffered compressed", addrs: buffered, raw: req("GET", "/index.php?big", "Accept-Encoding: gzip")},
-		{name: "buffered cl-over-big", addrs: buffered, raw: req("GET", "/index.php?cl-over-big"),
-			differs: "PHP's body, spooled to a file, goes out by ReadFrom: net/http's sends it all past the Content-Length"},
+		// PHP's body spooled to a file goes out by ReadFrom: cut at PHP's
+		// Content-Length by sendBuffered (TestBufferedContentLength), so
+		// net/http, which would send the excess, answers as h1 does.
+		{name: "buffered cl-over-big", addrs: buffered, raw: req("GET", "/index.php?cl-over-big")},
 	}
 	for _, h := range []string{"Range: bytes=100-5099", "Range: bytes=999999999-", `If-Match: "nope"`,
 		"If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT", "Accept-Encoding: gzip", "Accept-Encoding: br"} {
