@@ -125,6 +125,12 @@ func parseCGIHeader(block []byte, vals []string) (http.Header, int, error) {
 			if !ok {
 				return nil, 0, fmt.Errorf("%w: malformed Status %.64q", ErrProtocol, value)
 			}
+			if code < 200 {
+				// FastCGI has no interim responses: a 1xx would be sent
+				// as the final status (101 then carries on as HTTP) or
+				// logged as one while the client gets a 200.
+				return nil, 0, fmt.Errorf("%w: informational Status %.64q as the final one", ErrProtocol, value)
+			}
 			status = code
 			continue
 		}
