@@ -149,3 +149,21 @@ func trustedPrefixes(c conf.Config) []netip.Prefix {
 	}
 	return ps
 }
+
+// CloseWrite and SetLinger reach the TCP connection under the PROXY
+// header, so that the HTTP servers can half-close before refusing a body
+// (the client then reads the answer instead of a reset) and reset an
+// aborted response (proxy/h1), as on a plain listener.
+func (c *proxyConn) CloseWrite() error {
+	if tc, ok := c.TCPConn(); ok {
+		return tc.CloseWrite()
+	}
+	return nil
+}
+
+func (c *proxyConn) SetLinger(sec int) error {
+	if tc, ok := c.TCPConn(); ok {
+		return tc.SetLinger(sec)
+	}
+	return nil
+}

@@ -7,12 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pires/go-proxyproto"
+	"go.uber.org/zap/zaptest"
 )
 
 // rawGet dials addr, writes pre (a PROXY header, or nothing), then,
@@ -167,5 +169,54 @@ func TestProxyProtocolTLS(t *testing.T) {
 	}
 	if _, err := rawGet(td.addr, nil, cfg); err == nil {
 		t.Errorf("TLS from a trusted peer without a PROXY header succeeded; want refused")
+	}
+}
+
+// TestProxyConnHalfClose: a connection accepted behind a PROXY header
+// offers CloseWrite and SetLinger (the HTTP servers look for them to
+// half-close before refusing a body, and proxy/h1 to reset an aborted
+// response), and they act on its TCP connection: the peer reads the bytes
+// written, then EOF, while the connection still reads.
+func TestProxyConnHalfClose(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := newProxyPolicy([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, zaptest.NewLogger(t)).listener(ln, 5*time.Second)
+	defer pl.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	client.SetDeadline(time.Now().Add(5 * time.Second))
+	client.Write(proxyHeader(t, &proxyproto.Header{Version: 1, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+		SourceAddr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1000}, DestinationAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80}}))
+	io.WriteString(client, "ping")
+
+	c, err := pl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("read behind the PROXY header: %q, %v", buf, err)
+	}
+	cw, ok := c.(interface{ CloseWrite() error })
+	if _, ok2 := c.(interface{ SetLinger(int) error }); !ok || !ok2 {
+		t.Fatalf("%T: CloseWrite %v, SetLinger %v; want both", c, ok, ok2)
+	}
+	io.WriteString(c, "pong")
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(client); err != nil || string(b) != "pong" {
+		t.Errorf("peer after CloseWrite: %q, %v; want \"pong\" then EOF", b, err)
+	}
+	io.WriteString(client, "more") // the other direction is still open
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "more" {
+		t.Errorf("read after CloseWrite: %q, %v", buf, err)
 	}
 }
