@@ -24,21 +24,26 @@ test: deps
 	REALROOT_HTTP1_SERVER=net/http $(GO) test -race -count=1 ./cmd/realroot ./proxy
 	@$(MAKE) --no-print-directory fuzz
 
-# Every fuzz target for FUZZTIME (plain go test above runs only their seeds);
-# FUZZTIME=0 skips. A crasher lands in the package's testdata/fuzz and fails.
-FUZZTIME ?= 10s
+# Every fuzz target, each for a number of executions (about 10 s here; plain
+# go test above runs only their seeds). Counts, not durations: a duration's
+# deadline races the fuzz coordinator, which then fails with "context deadline
+# exceeded" and no crasher when a worker is busy (minimizing a new input) as
+# it expires (golang/go#75804, fixed in Go 1.27). FUZZTIME=30s (or 5000x)
+# gives every target that budget instead; FUZZTIME=0 skips. A crasher lands
+# in the package's testdata/fuzz and fails.
+FUZZTIME ?=
 FUZZ_TARGETS = \
-	./resolve:FuzzCleanPath \
-	./proxy:FuzzSplitScript ./proxy:FuzzRoute \
-	./proxy/fcgi:FuzzCGIHeader ./proxy/fcgi:FuzzResponse ./proxy/fcgi:FuzzParams \
-	./conf:FuzzLoadFile ./conf:FuzzLoadEnv \
-	./proxy/h1:FuzzServe
+	./resolve:FuzzCleanPath:100000x \
+	./proxy:FuzzSplitScript:50000x ./proxy:FuzzRoute:40000x \
+	./proxy/fcgi:FuzzCGIHeader:50000x ./proxy/fcgi:FuzzResponse:40000x ./proxy/fcgi:FuzzParams:50000x \
+	./conf:FuzzLoadFile:20000x ./conf:FuzzLoadEnv:30000x \
+	./proxy/h1:FuzzServe:25000x
 
 fuzz:
 	@if [ "$(FUZZTIME)" != 0 ]; then for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; name=$${t##*:}; \
-		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/realroot-fuzz.$$$$ 2>&1 \
+		pkg=$${t%%:*}; rest=$${t#*:}; name=$${rest%%:*}; ft='$(FUZZTIME)'; budget=$${ft:-$${rest##*:}}; \
+		echo "fuzz $$pkg $$name for $$budget"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $$budget -fuzzminimizetime 5s $$pkg >/tmp/realroot-fuzz.$$$$ 2>&1 \
 			|| { cat /tmp/realroot-fuzz.$$$$; rm -f /tmp/realroot-fuzz.$$$$; exit 1; }; \
 		tail -1 /tmp/realroot-fuzz.$$$$; rm -f /tmp/realroot-fuzz.$$$$; \
 	done; fi
