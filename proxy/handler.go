@@ -232,6 +232,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	x := exchange{start: time.Now(), rel: rel, ids: &h.ids, req: r}
 	rec := recorder{ResponseWriter: w}
+	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 {
+		// RFC 9112 §6.3: a request with both Transfer-Encoding and
+		// Content-Length may be smuggling (a proxy in front framed it by
+		// the length), and the connection must close after the response,
+		// so that what follows the chunked body is never read as a
+		// request. Go's parser drops Content-Length without a trace: every
+		// chunked request closes its connection (they are rare; the
+		// client reconnects).
+		w.Header().Set("Connection", "close")
+	}
 	defer h.logAccess(&rec, r, &x)
 	if !h.opts.DisableCompression && r.Method != http.MethodHead {
 		if enc := negotiate(r.Header.Get("Accept-Encoding")); enc != "" {

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -98,5 +100,38 @@ func TestHostileRequests(t *testing.T) {
 		if sf := r.Params["SCRIPT_FILENAME"]; sf != root+"/index.php" {
 			t.Errorf("SCRIPT_FILENAME %q; want %s/index.php", sf, root)
 		}
+	}
+}
+
+// TestChunkedRequestCloses: a request with a chunked body, with a
+// Content-Length beside it (CL.TE smuggling: a proxy in front framed it by
+// the length) or without, is answered and its connection closed: the bytes
+// after the chunked body are never read as a request (RFC 9112 §6.3).
+func TestChunkedRequestCloses(t *testing.T) {
+	ts := newFakeServer(t, Options{}, func(req *fcgitest.Request, w io.Writer) error {
+		_, err := fmt.Fprintf(w, "Content-Type: text/plain\r\n\r\n%s %s", req.Params["REQUEST_METHOD"], req.Stdin)
+		return err
+	})
+	for _, cl := range []string{"Content-Length: 30\r\n", ""} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "POST /index.php HTTP/1.1\r\nHost: a\r\n%sTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"+
+			"GET /index.php?smuggled HTTP/1.1\r\nHost: a\r\n\r\n", cl)
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", cl, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != "POST hello" || !resp.Close {
+			t.Errorf("%q: %d %q, close %v; want 200 %q and Connection: close", cl, resp.StatusCode, b, resp.Close, "POST hello")
+		}
+		if rest, _ := io.ReadAll(br); len(rest) != 0 {
+			t.Errorf("%q: after the response: %q; want the connection closed, the smuggled GET unanswered", cl, rest)
+		}
+		conn.Close()
 	}
 }
