@@ -87,8 +87,6 @@ func TestSoakMixedTraffic(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	// The -race binary otherwise sleeps 1s at exit (TSan's default).
-	t.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	fpm := phpfpmtest.Start(t, phpfpmtest.Options{Workers: soakWorkers})
 	dir := site(t)
 	for name, text := range soakFiles {
