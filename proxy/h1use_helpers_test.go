@@ -143,8 +143,6 @@ func randomText(n int, seed byte) string {
 	return string(b)
 }
 
-// fakeCGI are the CGI responses of the fake php-fpm, by QUERY_STRING.
-
 // dialWire sends raw on a new connection to addr.
 func dialWire(t *testing.T, addr, raw string) net.Conn {
 	t.Helper()

@@ -27,6 +27,7 @@ import (
 // 204/304, PHP's own Content-Length and Status, compression) served by
 // net/http's server and by proxy/h1 side by side: the wire must be the same.
 
+// fakeCGI are the CGI responses of the fake php-fpm, by QUERY_STRING.
 var fakeCGI = map[string]string{
 	"html":        "Content-Type: text/html\r\n\r\n<p>hi</p>",
 	"big":         "Content-Type: text/plain\r\n\r\n" + randomText(100<<10, 2),
