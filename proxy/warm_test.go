@@ -162,7 +162,7 @@ func TestWarmBeforeTraffic(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond)
 	switchTo(t, dir, "B")
-	waitUntil(t, "users to reach B", func() bool {
+	waitFor(t, "users to reach B", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return seen["200 B"] > 0
@@ -218,7 +218,7 @@ func TestWarmFailureKeeps(t *testing.T) {
 	srv, rs, logs := newWarmServer(t, dir, true, "/")
 	a := rs.Current()
 	switchTo(t, dir, "B")
-	waitUntil(t, "the warm-up to fail", func() bool { return rs.Stats().PrepareFailures == 1 })
+	waitFor(t, "the warm-up to fail", func() bool { return rs.Stats().PrepareFailures == 1 })
 	if resp, body := get(t, srv.URL+"/"); resp.StatusCode != 200 || body != "A" {
 		t.Fatalf("GET / after a failed warm-up = %d %q; want 200 A", resp.StatusCode, body)
 	}
@@ -235,19 +235,8 @@ func TestWarmFailureKeeps(t *testing.T) {
 		t.Fatal(err)
 	}
 	switchTo(t, dir, "B")
-	waitUntil(t, "the switch to B", func() bool { return filepath.Base(filepath.Dir(rs.Current().Root)) == "B" })
+	waitFor(t, "the switch to B", func() bool { return filepath.Base(filepath.Dir(rs.Current().Root)) == "B" })
 	if _, body := get(t, srv.URL+"/"); body != "B" {
 		t.Fatalf("GET / = %q; want B", body)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
