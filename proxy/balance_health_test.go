@@ -52,9 +52,14 @@ func TestBalancerHealthCheck(t *testing.T) {
 		}
 	}
 	isDown := func() bool { return b.Stats()[0].Down }
+	// The flag moves before its log line is written: wait for the line.
+	logged := func(msg string, n int) func() bool {
+		return func() bool { return logs.FilterMessage(msg).Len() >= n }
+	}
 
 	a.set(fmt.Errorf("%w: connection refused", fcgi.ErrConnect), 0)
 	waitFor("down", isDown)
+	waitFor("logged down", logged("upstream down", 1))
 	a.mu.Lock()
 	p := a.params[0]
 	a.mu.Unlock()
@@ -64,6 +69,7 @@ func TestBalancerHealthCheck(t *testing.T) {
 
 	a.set(nil, 0)
 	waitFor("up", func() bool { return !isDown() })
+	waitFor("logged up", logged("upstream up", 1))
 	if up := logs.FilterMessage("upstream up").All(); len(up) != 1 || up[0].ContextMap()["reason"] != "health check passed" {
 		t.Errorf("got %v; want one upstream up line, health check passed", up)
 	}
@@ -79,6 +85,7 @@ func TestBalancerHealthCheck(t *testing.T) {
 	// A ping path php-fpm does not know: 404, down, with a hint.
 	a.set(nil, http.StatusNotFound)
 	waitFor("down on 404", isDown)
+	waitFor("logged down on 404", logged("upstream down", 2))
 	down := logs.FilterMessage("upstream down").All()
 	if len(down) != 2 || !strings.Contains(fmt.Sprint(down[1].ContextMap()["error"]), "is ping.path = /fpm-ping set") {
 		t.Errorf("got %v; want a second upstream down line naming ping.path", down)
