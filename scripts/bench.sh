@@ -36,7 +36,9 @@
 # WORKERS (php-fpm pm.max_children, 8), SAT_WORKERS (4), SAT_CONNS (64),
 # SAT_DURATION (s, DURATION), BASE_PORT (18080), VERBOSE=1 (print raw output),
 # WORKLOADS (a subset of "hello front static gzip gzip-static h2-hello
-# h2-static"), H2_STREAMS (h2load -m, 10), SATURATION=0 (skip it).
+# h2-static"), H2_STREAMS (h2load -m, 10), SATURATION=0 (skip it),
+# STEAL_WARN (%, 5: a row whose round lost more CPU to the hypervisor is
+# marked "stolen").
 # Needs go, nginx, wrk, php-fpm 8.2 (scripts/deps.sh installs them); the h2
 # rows need h2load, nginx's http_v2_module and realroot's --h2c, and are
 # skipped with a note otherwise. The gzip rows' answers are checked once per
@@ -55,6 +57,7 @@ SAT_DURATION=${SAT_DURATION:-$DURATION}
 BASE_PORT=${BASE_PORT:-18080}
 H2_STREAMS=${H2_STREAMS:-10}
 VERBOSE=${VERBOSE:-0}
+STEAL_WARN=${STEAL_WARN:-5}
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() {
@@ -475,6 +478,20 @@ declare -A port_of
 declare -A results # "workload front" -> lines "rps p50 p99 err", one per round
 declare -A notes   # "workload front" -> a note printed after the row
 declare -A probe   # front -> p50 ms of h2c /static.css, one stream at a time
+declare -A steal   # "workload front" -> the steal % of each round, one per line
+
+# cpu_ticks: "steal total" of /proc/stat's cpu line (0 0 where absent).
+cpu_ticks() {
+	awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9 + 0, t; f = 1 } END { if (!f) print 0, 0 }' /proc/stat 2>/dev/null ||
+		echo 0 0
+}
+
+# steal_pct BEFORE AFTER: the share of CPU time the hypervisor took between
+# two cpu_ticks, in %.
+steal_pct() {
+	awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]
+		printf "%.1f", t > 0 ? 100 * (y[1] - x[1]) / t : 0 }'
+}
 
 # measure WORKLOAD FRONT SECONDS: one run; prints "rps p50 p99 err n". It
 # fails, showing the output, when the load generator gave no figures.
@@ -665,7 +682,9 @@ for r in $(seq "$ROUNDS"); do
 			say "round $r/$ROUNDS: $w via $f (1s warm-up, ${DURATION}s)"
 			[ "$f" != limit ] && start_main "$f" "$w"
 			measure "$w" "$f" 1 >/dev/null || die "$w via $f: the warm-up failed"
+			t0=$(cpu_ticks)
 			line=$(measure "$w" "$f" "$DURATION") || die "$w via $f: the run failed"
+			steal[$w $f]+="$(steal_pct "$t0" "$(cpu_ticks)")"$'\n'
 			[ "$f" != limit ] && stop_front
 			results[$w $f]+="$line"$'\n'
 		done
@@ -677,8 +696,9 @@ if has_workload h2-static && awk -v p="$(stat h2-static nginx-plain 2)" 'BEGIN {
 	notes[h2-static nginx-plain]+="delayed-ACK-bound (p50 >= 30 ms): not a fair baseline"
 fi
 
-printf '%-12s %-16s %10s %9s %9s %7s\n' workload front req/s p50_ms p99_ms errors
+printf '%-12s %-16s %10s %9s %9s %7s %7s\n' workload front req/s p50_ms p99_ms errors steal%
 stalls=0
+stolen=0
 for w in "${workloads[@]}"; do
 	for f in $(fronts_of "$w"); do
 		note=${notes[$w $f]:-}
@@ -689,11 +709,21 @@ for w in "${workloads[@]}"; do
 			note+="${note:+; }starved: a client got no answer in $(stat "$w" "$f" 6) of $ROUNDS rounds"
 			stalls=1
 		fi
-		printf '%-12s %-16s %10.0f %9.2f %9.2f %7d%s\n' "$w" "$f" \
-			"$(stat "$w" "$f" 1)" "$(stat "$w" "$f" 2)" "$(stat "$w" "$f" 3)" "$(stat "$w" "$f" 4)" "${note:+  $note}"
+		st=$(awk 'NF && $1 > m { m = $1 } END { printf "%.1f", m }' <<<"${steal[$w $f]:-}")
+		if awk -v s="$st" -v l="$STEAL_WARN" 'BEGIN { exit !(s > l) }'; then
+			note+="${note:+; }stolen"
+			stolen=1
+		fi
+		printf '%-12s %-16s %10.0f %9.2f %9.2f %7d %7s%s\n' "$w" "$f" \
+			"$(stat "$w" "$f" 1)" "$(stat "$w" "$f" 2)" "$(stat "$w" "$f" 3)" "$(stat "$w" "$f" 4)" "$st" "${note:+  $note}"
 	done
 done
-echo "(median of $ROUNDS rounds; errors: non-2xx + socket errors + timeouts, summed; limit = fcgiload, no HTTP)"
+echo "(median of $ROUNDS rounds; errors: non-2xx + socket errors + timeouts, summed; limit = fcgiload, no HTTP;"
+echo " steal%: the most CPU time the hypervisor took from this machine in one round, from /proc/stat)"
+if [ "$stolen" = 1 ]; then
+	echo "(stolen: a round lost over $STEAL_WARN% of the CPU to other guests: its front had less machine than the"
+	echo " others, so the ratios with that row are unreliable. Run again when the host is quieter.)"
+fi
 if [ "$stalls" = 1 ]; then
 	echo "(stalled: every client waited the whole run; starved: some did, and p50/p99 cover only the answered ones;"
 	echo " wrk 4.1 and h2load count no error for a request never answered. nginx-keep does this when its kept"
