@@ -490,7 +490,7 @@ cpu_ticks() {
 # two cpu_ticks, in %.
 steal_pct() {
 	awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]
-		printf "%.1f", t > 0 ? 100 * (y[1] - x[1]) / t : 0 }'
+		printf "%.1f", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }'
 }
 
 # measure WORKLOAD FRONT SECONDS: one run; prints "rps p50 p99 err n". It
