@@ -171,7 +171,10 @@ echo "data: one\n\n";
 flush();
 for ($i = 0; $i < 500 && !file_exists($_GET['gate']); $i++) usleep(10000);
 echo "data: two\n\n";`,
-	"slow.php":  `<?php for ($i = 0; $i < 500; $i++) usleep(10000); echo "late";`,
+	"slow.php": `<?php for ($i = 0; $i < 500; $i++) usleep(10000); echo "late";`,
+	"long.php": `<?php
+while (ob_get_level() > 0) ob_end_flush();
+for ($i = 0; $i < 500; $i++) { echo str_repeat("x", 65536); flush(); usleep(10000); }`,
 	"small.css": "body{}",
 	"huge.bin":  "", "huge.txt": "", // made large below
 }
@@ -253,6 +256,16 @@ func TestH1UsePHP(t *testing.T) {
 				wait(t, "php 499")
 			})
 		}
+		// Cut mid-body, the status went out: it stays in the log, as
+		// nginx logs it (static below too).
+		t.Run("client gone mid-body/"+serverNames[i]+"/php", func(t *testing.T) {
+			c := dialWire(t, addr, req("GET", "/long.php"))
+			if _, err := io.ReadFull(c, make([]byte, 16<<10)); err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			wait(t, "php 200")
+		})
 		for _, target := range []string{"/huge.bin", "/huge.txt"} {
 			t.Run("client gone/"+serverNames[i]+target, func(t *testing.T) {
 				fds := settle(t, -1)

@@ -329,7 +329,11 @@ func (h *Handler) fail(w *recorder, r *http.Request, x *exchange, err error) {
 		h.opts.Observer.ObserveUpstreamError(he.upstream)
 	}
 	if he.status == StatusClientClosed {
-		w.status = StatusClientClosed
+		// Once the status went out it stays in the log, with the bytes
+		// sent, as nginx logs a download cut short (static or PHP).
+		if !w.wroteHeader {
+			w.status = StatusClientClosed
+		}
 		return
 	}
 	if w.wroteHeader {
