@@ -137,3 +137,31 @@ func (h *Handler) logAccess(w *recorder, r *http.Request, x *exchange) {
 		zap.String("referer", r.Referer()),
 	)
 }
+
+// maxRejectReason bounds the reason of a rejected request in its log line:
+// it may quote what the client sent.
+const maxRejectReason = 256
+
+// LogRejected logs a request the HTTP server answered itself, before any
+// handler (a request it could not read: 400, 431, 501; or 417), with route
+// "none", and tells the observer. The HTTP/1 server calls it (see
+// h1.Server.Rejected); net/http's has no such hook.
+func (h *Handler) LogRejected(remoteAddr string, status int, reason string) {
+	if h.opts.Observer != nil {
+		h.opts.Observer.ObserveRequest("none", status, 0, 0)
+	}
+	if h.access == nil {
+		return
+	}
+	if len(reason) > maxRejectReason {
+		reason = reason[:maxRejectReason]
+	}
+	if ce := h.access.Check(zap.InfoLevel, "request"); ce != nil {
+		ce.Write(
+			zap.String("remote_addr", remoteAddr),
+			zap.Int("status", status),
+			zap.String("route", "none"),
+			zap.String("reason", reason),
+		)
+	}
+}

@@ -2,14 +2,19 @@ package proxy
 
 import (
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"realroot/proxy/fcgi"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 type recordingObserver struct {
@@ -45,5 +50,26 @@ func TestObserver(t *testing.T) {
 	}
 	if want := []string{"connect", "connect"}; !slices.Equal(o.errors, want) {
 		t.Errorf("upstream errors observed = %q; want %q", o.errors, want)
+	}
+}
+
+// TestLogRejected: a request refused by the HTTP server is observed and
+// logged with route "none" and a bounded reason.
+func TestLogRejected(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	var seen []string
+	h := New(newReleases(t, t.TempDir()), nil, Options{AccessLog: zap.New(core),
+		Observer: observerFunc(func(route string, status int) { seen = append(seen, fmt.Sprint(route, " ", status)) })})
+	h.LogRejected("192.0.2.1:5", http.StatusBadRequest, strings.Repeat("r", 1000))
+	if !slices.Equal(seen, []string{"none 400"}) {
+		t.Errorf("observed %v; want [none 400]", seen)
+	}
+	all := logs.FilterMessage("request").All()
+	if len(all) != 1 {
+		t.Fatalf("got %d access lines; want 1", len(all))
+	}
+	f := all[0].ContextMap()
+	if f["remote_addr"] != "192.0.2.1:5" || f["status"] != int64(400) || f["route"] != "none" || len(f["reason"].(string)) != maxRejectReason {
+		t.Errorf("access line %v; want remote_addr, status 400, route none, reason cut to %d bytes", f, maxRejectReason)
 	}
 }

@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,4 +154,36 @@ func TestAccessLogThroughProxy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAccessLogRejected: a request the HTTP/1 server refuses before any
+// handler (here a bad version) gets its access log line, as in nginx's.
+// net/http's server has no hook for it: under REALROOT_HTTP1_SERVER=net/http
+// the line is not there and the test only checks the answer.
+func TestAccessLogRejected(t *testing.T) {
+	dir := site(t)
+	access := filepath.Join(t.TempDir(), "access.log")
+	p := startRealroot(t, nil, "--root", filepath.Join(dir, "current", "public"), "--fastcgi", "unix:"+filepath.Join(dir, "none.sock"),
+		"--listen", "127.0.0.1:0", "--access-log", "combined", "--access-log-file", access)
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.x\r\nHost: a\r\n\r\n")
+	raw, _ := io.ReadAll(c)
+	if !strings.HasPrefix(string(raw), "HTTP/1.1 400 Bad Request") {
+		t.Fatalf("answer %q; want a 400", raw)
+	}
+	if os.Getenv("REALROOT_HTTP1_SERVER") == "net/http" {
+		return
+	}
+	want := regexp.MustCompile(`^127\.0\.0\.1 - - \[[^]]+\] "- - -" 400 - "-" "-"` + "\n$")
+	eventually(t, 5*time.Second, func() string {
+		if b, _ := os.ReadFile(access); !want.Match(b) {
+			return fmt.Sprintf("access log %q; want one line matching %s", b, want)
+		}
+		return ""
+	})
 }

@@ -164,6 +164,7 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 			IdleTimeout:       d.cfg.IdleTimeout,
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          d.log.Named("http"),
+			Rejected:          srv.rejected,
 		}
 	}
 	serveErr := make(chan error, len(lns))

@@ -97,6 +97,14 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.handler.ServeHTTP(w, r)
 }
 
+// rejected logs a request the HTTP/1 server answered itself (h1.Server's
+// Rejected) in the current generation's access log.
+func (s *server) rejected(remoteAddr string, status int, reason string) {
+	g := s.acquire()
+	defer g.release()
+	g.handler.LogRejected(remoteAddr, status, reason)
+}
+
 // acquire returns the current generation with its in-flight count raised.
 func (s *server) acquire() *generation {
 	for {

@@ -3,8 +3,10 @@ package h1
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // echo answers with the method, host and body it read.
@@ -47,8 +49,39 @@ var badRequests = []struct {
 	{"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n", "HTTP/1.1 400 Bad Request"},
 }
 
+// rejection is one call of Server.Rejected.
+type rejection struct {
+	addr   string
+	status int
+	reason string
+}
+
+// recordRejected sets s.Rejected to send each call on the returned channel.
+func recordRejected(s *Server, ch chan rejection) {
+	s.Rejected = func(addr string, status int, reason string) { ch <- rejection{addr, status, reason} }
+}
+
+// expectRejected checks the one call of Rejected for the response raw, made
+// before the connection closed.
+func expectRejected(t *testing.T, ch chan rejection, raw string) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		if code := strings.Fields(statusLine(raw))[1]; strconv.Itoa(r.status) != code || r.reason == "" ||
+			!strings.HasPrefix(r.addr, "127.0.0.1:") {
+			t.Errorf("Rejected(%q, %d, %q); want 127.0.0.1:port, %s and a reason", r.addr, r.status, r.reason, code)
+		}
+	default:
+		t.Errorf("Rejected not called for %q", statusLine(raw))
+	}
+	if len(ch) > 0 {
+		t.Errorf("Rejected called again: %+v", <-ch)
+	}
+}
+
 func TestBadRequests(t *testing.T) {
-	addr, _ := startH1(t, echo)
+	rejected := make(chan rejection, 4)
+	addr, srv := startH1(t, echo, func(s *Server) { recordRejected(s, rejected) })
 	for _, tt := range badRequests {
 		t.Run(tt.name, func(t *testing.T) {
 			// A valid request follows: it must not be answered.
@@ -59,7 +92,32 @@ func TestBadRequests(t *testing.T) {
 			if n := strings.Count(raw, "HTTP/1.1 "); n != 1 {
 				t.Errorf("got %d responses; want 1 then close:\n%s", n, raw)
 			}
+			// The server's own answers are reported, the handler's not.
+			if tt.name == "bad chunk size" {
+				if len(rejected) > 0 {
+					t.Errorf("the handler answered; Rejected called: %+v", <-rejected)
+				}
+				return
+			}
+			expectRejected(t, rejected, raw)
 		})
+	}
+	// A connection closed before its first byte carried no request: nothing
+	// to report. (One closed mid-header is a 400, as in nginx's log.)
+	dial(t, addr).c.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		srv.mu.Lock()
+		n := len(srv.conns)
+		srv.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open after 5s", n)
+		}
+	}
+	if len(rejected) > 0 {
+		t.Errorf("connection closed unused: Rejected called: %+v", <-rejected)
 	}
 }
 

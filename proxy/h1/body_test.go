@@ -62,13 +62,15 @@ func TestExpectContinue(t *testing.T) {
 }
 
 func TestExpectationFailed(t *testing.T) {
+	rejected := make(chan rejection, 2)
 	addr, _ := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t.Error("handler called")
-	}))
+	}), func(s *Server) { recordRejected(s, rejected) })
 	raw := rawRoundTrip(t, addr, "POST / HTTP/1.1\r\nHost: a\r\nExpect: something\r\nContent-Length: 1\r\n\r\nx")
 	if got := statusLine(raw); got != "HTTP/1.1 417 Expectation Failed" {
 		t.Errorf("got %q; want 417", got)
 	}
+	expectRejected(t, rejected, raw)
 }
 
 func TestUnreadBodyDrained(t *testing.T) {

@@ -145,7 +145,9 @@ func (c *conn) serve() {
 		}
 		req, err := c.readRequest()
 		if err != nil {
-			c.replyError(err)
+			if status, reason := c.replyError(err); status != 0 && s.Rejected != nil {
+				s.Rejected(c.remoteAddr, status, reason)
+			}
 			return
 		}
 		w := &c.w
@@ -166,6 +168,9 @@ func (c *conn) serve() {
 				w.WriteHeader(http.StatusExpectationFailed)
 				w.finish()
 				cancel()
+				if s.Rejected != nil {
+					s.Rejected(c.remoteAddr, http.StatusExpectationFailed, "unknown expectation")
+				}
 				return
 			}
 			if hasBody && w.proto11 && req.ContentLength != 0 {

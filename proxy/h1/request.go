@@ -143,8 +143,9 @@ func (c *conn) absoluteFormWithoutHost() bool {
 }
 
 // replyError answers a request that could not be read, as net/http does,
-// or says nothing if the client went or was too slow.
-func (c *conn) replyError(err error) {
+// or says nothing if the client went or was too slow. It returns the
+// status sent and why, status 0 when nothing was.
+func (c *conn) replyError(err error) (status int, reason string) {
 	const errorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 	var se statusError
 	switch {
@@ -152,15 +153,20 @@ func (c *conn) replyError(err error) {
 		const msg = "431 Request Header Fields Too Large"
 		io.WriteString(c.rwc, "HTTP/1.1 "+msg+errorHeaders+msg)
 		c.closeWriteAndWait()
+		return http.StatusRequestHeaderFieldsTooLarge, "request header too large"
 	case isUnsupportedTE(err):
 		io.WriteString(c.rwc, "HTTP/1.1 501 Not Implemented"+errorHeaders+"Unsupported transfer encoding")
+		return http.StatusNotImplemented, "unsupported transfer encoding"
 	case isCommonNetReadError(err):
+		return 0, ""
 	case errors.As(err, &se):
 		msg := fmt.Sprintf("%d %s: %s", se.code, http.StatusText(se.code), se.text)
 		io.WriteString(c.rwc, "HTTP/1.1 "+msg+errorHeaders+msg)
+		return se.code, se.text
 	default:
 		const msg = "400 Bad Request"
 		io.WriteString(c.rwc, "HTTP/1.1 "+msg+errorHeaders+msg)
+		return http.StatusBadRequest, err.Error()
 	}
 }
 
