@@ -11,6 +11,10 @@
 #                          when it has the flag
 #            limit         internal/fcgiload: the same php-fpm over FastCGI with
 #                          no HTTP in between, the ceiling for any front
+#            go-floor      internal/gofloor: the least a Go HTTP front does per
+#                          PHP request (fixed params, no routing, no parsing),
+#                          hello and front only; not a target, a measuring
+#                          stick for realroot's own cost
 #   loads    hello         /hello.php, echoes one line
 #            front         /app/route?id=1 -> index.php, which includes 50 files
 #            static        /static.css, 1 KiB
@@ -204,6 +208,7 @@ chmod 755 "$tmp"
 say "building realroot and fcgiload"
 "$GO" build -o "$tmp/realroot" ./cmd/realroot
 "$GO" build -o "$tmp/fcgiload" ./internal/fcgiload
+"$GO" build -o "$tmp/gofloor" ./internal/gofloor
 
 site=$tmp/site
 rel=$site/releases/r1
@@ -421,6 +426,12 @@ start_front() {
 	# The same with a short --queue-timeout, so that the queue overflows:
 	# it must answer 503 with Retry-After, never hang.
 	realroot-shed) start_realroot "$f" "$port" "$sock" "$workers" --queue-timeout 200ms ;;
+	# Fixed params: the script of the workload being measured ($floor_script).
+	go-floor)
+		start "$f" "$tmp/gofloor" -listen "127.0.0.1:$port" -fastcgi "unix:$sock" -conns "$workers" \
+			-root "$realroot_dir" -script "${floor_script[$floor_workload]}" -uri "${url_path[$floor_workload]}"
+		wait_port "$port" "$started" "$f"
+		;;
 	*) die "unknown front $f" ;;
 	esac
 	front_pid=$started
@@ -576,7 +587,7 @@ fi
 has_workload() { [[ " ${workloads[*]} " == *" $1 "* ]]; }
 fronts_of() {
 	case $1 in
-	hello | front) echo nginx-plain nginx-keep $rr_fronts limit ;;
+	hello | front) echo nginx-plain nginx-keep $rr_fronts go-floor limit ;;
 	static) echo nginx-plain nginx-keep $rr_fronts ;;
 	h2-hello) echo nginx-plain nginx-keep realroot ;;
 	h2-static) echo nginx-plain realroot ;;
@@ -624,12 +635,16 @@ port_of[nginx-plain]=$BASE_PORT
 port_of[nginx-keep]=$((BASE_PORT + 1))
 port_of[realroot]=$((BASE_PORT + 2))
 port_of[realroot-nethttp]=$((BASE_PORT + 3))
+port_of[go-floor]=$((BASE_PORT + 4))
+declare -A floor_script=([hello]=/hello.php [front]=/index.php)
+floor_workload=hello
 
 # start_main FRONT WORKLOAD: FRONT on its port in front of the main pool,
 # speaking HTTP/2 for the h2 workloads.
 start_main() {
 	local mode=""
 	[[ $2 == h2-* ]] && mode=h2
+	floor_workload=$2
 	start_front "$1" "${port_of[$1]}" "$main_sock" "$WORKERS" $mode
 }
 
@@ -719,7 +734,8 @@ for w in "${workloads[@]}"; do
 	done
 done
 echo "(median of $ROUNDS rounds; errors: non-2xx + socket errors + timeouts, summed; limit = fcgiload, no HTTP;"
-echo " steal%: the most CPU time the hypervisor took from this machine in one round, from /proc/stat)"
+echo " steal%: the most CPU time the hypervisor took from this machine in one round, from /proc/stat;"
+echo " go-floor: internal/gofloor, fixed params and no routing: what a Go front costs before realroot's own work)"
 if [ "$stolen" = 1 ]; then
 	echo "(stolen: a round lost over $STEAL_WARN% of the CPU to other guests: its front had less machine than the"
 	echo " others, so the ratios with that row are unreliable. Run again when the host is quieter.)"
@@ -744,17 +760,18 @@ done
 echo
 
 echo "ratios, realroot / other (req/s: higher is better; p99: lower is better)"
-printf '%-12s %-16s %-16s %-16s %-16s %-16s %-14s\n' workload front 'req/s vs plain' 'req/s vs keep' 'p99 vs plain' 'p99 vs keep' 'req/s vs limit'
+printf '%-12s %-16s %-16s %-16s %-16s %-16s %-16s %-14s\n' workload front 'req/s vs plain' 'req/s vs keep' 'p99 vs plain' 'p99 vs keep' 'req/s vs limit' 'req/s vs floor'
 for w in "${workloads[@]}"; do
 	for rr in $(fronts_of "$w"); do
 		[[ $rr == realroot* ]] || continue
-		lim="-"
+		lim="-" floor="-"
 		[[ " $(fronts_of "$w") " == *" limit "* ]] && lim=$(ratio "$(stat "$w" "$rr" 1)" "$(stat "$w" limit 1)")
-		printf '%-12s %-16s %-16s %-16s %-16s %-16s %-14s\n' "$w" "$rr" \
+		[[ " $(fronts_of "$w") " == *" go-floor "* ]] && floor=$(ratio "$(stat "$w" "$rr" 1)" "$(stat "$w" go-floor 1)")
+		printf '%-12s %-16s %-16s %-16s %-16s %-16s %-16s %-14s\n' "$w" "$rr" \
 			"$(ratio "$(stat "$w" "$rr" 1)" "$(stat "$w" nginx-plain 1)")" \
 			"$(ratio "$(stat "$w" "$rr" 1)" "$(stat "$w" nginx-keep 1)")" \
 			"$(ratio "$(stat "$w" "$rr" 3)" "$(stat "$w" nginx-plain 3)")" \
-			"$(ratio "$(stat "$w" "$rr" 3)" "$(stat "$w" nginx-keep 3)")" "$lim"
+			"$(ratio "$(stat "$w" "$rr" 3)" "$(stat "$w" nginx-keep 3)")" "$lim" "$floor"
 	done
 done
 if has_workload gzip || has_workload gzip-static || has_workload h2-static; then
