@@ -87,6 +87,35 @@ func TestBackpressure(t *testing.T) {
 		expectOK(t, held)
 		wg.Wait()
 	})
+	// One timer serves the queue: each waiter still gets its own
+	// QueueTimeout, also when the one ahead of it left early.
+	t.Run("queue timeout per waiter", func(t *testing.T) {
+		c, release := startHeld(t, &connLog{})
+		c.MaxConns, c.QueueTimeout = 1, 300*time.Millisecond
+		var wg sync.WaitGroup
+		held := busy(t, &wg, c, 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		first := goFetch(&wg, c, ctx, "/first")
+		waitFor(t, "the first waiter to queue", func() bool { return c.Stats().Waiting == 1 })
+		time.Sleep(100 * time.Millisecond)
+		start := time.Now()
+		second := goFetch(&wg, c, context.Background(), "/second")
+		waitFor(t, "the second waiter to queue", func() bool { return c.Stats().Waiting == 2 })
+		cancel() // the head leaves before its timeout
+		if err := <-first; !errors.Is(err, context.Canceled) {
+			t.Errorf("first: got %v; want context.Canceled", err)
+		}
+		err := <-second
+		if d := time.Since(start); !errors.Is(err, ErrBusy) || d < 290*time.Millisecond || d > 2*time.Second {
+			t.Errorf("second: got %v after %v; want ErrBusy after its own 300ms", err, d)
+		}
+		close(release)
+		expectOK(t, held)
+		wg.Wait()
+		if s := c.Stats(); s.Busy != 1 || s.Waiting != 0 {
+			t.Errorf("Stats() = %+v; want 1 busy, 0 waiting", s)
+		}
+	})
 	for _, maxQueue := range []int{1, 2} {
 		t.Run(fmt.Sprintf("max queue %d", maxQueue), func(t *testing.T) {
 			c, release := startHeld(t, &connLog{})

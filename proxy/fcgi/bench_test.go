@@ -82,6 +82,27 @@ func BenchmarkDoParallel(b *testing.B) {
 	}
 }
 
+// BenchmarkDoQueued runs GETs from 8 goroutines per CPU on the default 8
+// kept connections, so that requests wait for one, as under wrk -c16.
+func BenchmarkDoQueued(b *testing.B) {
+	lean := startLean(b, "Content-type: text/html; charset=UTF-8\r\n\r\n"+benchPage)
+	c := newClient(b, lean, false)
+	params := typicalParams()
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		ctx, cancel := context.WithCancel(context.Background()) // a server request's
+		defer cancel()
+		buf := make([]byte, 32<<10)
+		for pb.Next() {
+			if err := doRead(ctx, c, &gofast.Request{Params: params}, buf); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkDoCancelable runs GETs on kept connections to the lean fake under
 // a context that can be cancelled, as the server's requests are: each
 // exchange then registers a context.AfterFunc, which BenchmarkDo's

@@ -2,6 +2,7 @@ package fcgi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -21,8 +22,9 @@ import (
 // Idle connections form a stack (LIFO): the most recently used one is reused
 // first, so that under light load the others age out. The stack is ordered by
 // the time each was put back, oldest at the bottom: one timer, armed for the
-// bottom's IdleTimeout whenever the stack is not empty, closes them; nothing
-// else runs in the background.
+// bottom's IdleTimeout whenever the stack is not empty, closes them. A
+// second, armed for the queue's head while requests wait, ends the waits
+// past QueueTimeout (see expire). Nothing else runs in the background.
 type pool struct {
 	mu      sync.Mutex
 	open    int      // slots taken: busy, dialing and idle connections
@@ -32,6 +34,7 @@ type pool struct {
 	waiting int
 	closed  bool
 	timer   *time.Timer // runs reap; created at the first put
+	qtimer  *time.Timer // runs expire; created at the first wait
 
 	// starving counts exchanges on new connections that have waited
 	// starveAfter or more for php-fpm's first byte: while it is not zero,
@@ -61,12 +64,19 @@ type PoolStats struct {
 	Yielded    uint64 // kept connections closed to free a worker for a new one
 }
 
-// waiter is a request queued for a slot.
+// waiter is a request queued for a slot. Waiters are reused: one goes
+// back to waiters with nothing in ch.
 type waiter struct {
 	prev, next *waiter
 	queued     bool
+	deadline   time.Time  // when it stops waiting (QueueTimeout)
 	ch         chan grant // buffered: one grant, sent under pool.mu
 }
+
+var waiters = sync.Pool{New: func() any { return &waiter{ch: make(chan grant, 1)} }}
+
+// errQueueTimeout is the grant of a waiter that waited its QueueTimeout.
+var errQueueTimeout = errors.New("fastcgi: queue timeout")
 
 // grant is what a waiter gets: an idle connection, a slot to dial in (both
 // nil), or an error (the Client was closed).
@@ -134,28 +144,51 @@ func (p *pool) acquire(ctx context.Context, c *Client, fresh bool) (*pconn, erro
 		p.busy.Add(1)
 		return nil, fmt.Errorf("%w: %d requests waiting already", ErrBusy, n)
 	}
-	w := &waiter{ch: make(chan grant, 1)}
+	wait := c.queueTimeout()
+	w := waiters.Get().(*waiter)
+	w.deadline = time.Now().Add(wait)
 	p.enqueue(w)
+	if p.head == w { // the queue was empty: the timer is for w
+		if p.qtimer == nil {
+			p.qtimer = time.AfterFunc(wait, p.expire)
+		} else {
+			p.qtimer.Reset(wait)
+		}
+	}
 	p.mu.Unlock()
 
-	wait := c.queueTimeout()
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	var g grant
 	select {
-	case g := <-w.ch:
-		return g.pc, g.err
-	case <-t.C:
-		if p.leave(w) {
-			p.busy.Add(1)
-			return nil, fmt.Errorf("%w: none of %d free after %v", ErrBusy, max, wait)
-		}
-		g := <-w.ch // granted meanwhile: take it
-		return g.pc, g.err
+	case g = <-w.ch:
 	case <-ctx.Done():
 		if !p.leave(w) {
 			p.giveBack(<-w.ch)
 		}
+		waiters.Put(w)
 		return nil, ctxErr(ctx)
+	}
+	waiters.Put(w)
+	if g.err == errQueueTimeout {
+		p.busy.Add(1)
+		return nil, fmt.Errorf("%w: none of %d free after %v", ErrBusy, max, wait)
+	}
+	return g.pc, g.err
+}
+
+// expire ends the wait of the queued requests whose QueueTimeout has
+// passed, and re-arms the queue's timer for the next one. The queue is in
+// arrival order and every wait is as long, so its head is always the next
+// to expire: one timer serves them all. It runs on that timer, which may
+// fire early (its waiter was served) or late.
+func (p *pool) expire() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	for p.head != nil && !now.Before(p.head.deadline) {
+		p.dequeue().ch <- grant{err: errQueueTimeout}
+	}
+	if p.head != nil {
+		p.qtimer.Reset(p.head.deadline.Sub(now))
 	}
 }
 
@@ -322,6 +355,9 @@ func (p *pool) close() {
 	p.open -= len(idle)
 	if p.timer != nil {
 		p.timer.Stop()
+	}
+	if p.qtimer != nil {
+		p.qtimer.Stop()
 	}
 	for w := p.dequeue(); w != nil; w = p.dequeue() {
 		w.ch <- grant{err: ErrClosed}
