@@ -105,11 +105,25 @@ func newExchange(ctx context.Context, pc *pconn, c *Client) *exchange {
 	}
 	x.br = readerPool.Get().(*bufio.Reader)
 	x.br.Reset(&x.dr)
-	if ctx.Done() != nil { // else ctx is never done: nothing to watch
+	switch a := ctx.(type) {
+	case afterFuncer:
+		// The server's request context can register f itself, without
+		// the allocations and the map entry of context.AfterFunc.
 		pc.x = x
-		x.stopCtx = context.AfterFunc(ctx, pc.onCancel)
+		x.stopCtx = a.AfterFunc(pc.onCancel)
+	default:
+		if ctx.Done() != nil { // else ctx is never done: nothing to watch
+			pc.x = x
+			x.stopCtx = context.AfterFunc(ctx, pc.onCancel)
+		}
 	}
 	return x
+}
+
+// afterFuncer is a context that runs a function once done, with
+// context.AfterFunc's contract (package context looks for the same method).
+type afterFuncer interface {
+	AfterFunc(f func()) (stop func() bool)
 }
 
 // stopWatch stops ctx from closing the connection; false means it has

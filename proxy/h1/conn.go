@@ -87,7 +87,7 @@ func (c *conn) release() {
 	c.w = response{buf: c.w.buf[:0], header: c.w.header}
 	c.body = noBody
 	c.rdl, c.userWDL, c.lastPOST = time.Time{}, false, false
-	c.cancel = nil
+	c.rctx = nil
 	connPool.Put(c)
 }
 
@@ -103,8 +103,8 @@ func (cw *connWriter) Write(p []byte) (int, error) {
 	n, err := c.rwc.Write(p)
 	if err != nil {
 		c.werr = err
-		if c.cancel != nil {
-			c.cancel()
+		if c.rctx != nil {
+			c.rctx.cancel()
 		}
 	}
 	return n, err
@@ -151,8 +151,8 @@ func (c *conn) serve() {
 			return
 		}
 		w := &c.w
-		ctx, cancel := context.WithCancel(c.baseCtx)
-		req = req.WithContext(ctx)
+		rctx := newReqCtx(c.baseCtx)
+		req = req.WithContext(rctx)
 		req.RemoteAddr = c.remoteAddr
 		hasBody := req.Body != http.NoBody
 		c.body = noBody
@@ -161,13 +161,13 @@ func (c *conn) serve() {
 			req.Body = c.body
 		}
 		w.reset(c, req)
-		c.cancel = cancel
+		c.rctx = rctx
 		if ex := req.Header.Get("Expect"); ex != "" {
 			if !hasToken(ex, "100-continue") {
 				w.Header().Set("Connection", "close")
 				w.WriteHeader(http.StatusExpectationFailed)
 				w.finish()
-				cancel()
+				rctx.cancel()
 				if s.Rejected != nil {
 					s.Rejected(c.remoteAddr, http.StatusExpectationFailed, "unknown expectation")
 				}

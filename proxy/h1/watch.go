@@ -1,7 +1,6 @@
 package h1
 
 import (
-	"context"
 	"errors"
 	"io"
 	"math"
@@ -39,8 +38,8 @@ type watch struct {
 	reading  bool // the background read is pending
 	userRDL  bool // the handler set a read deadline
 	wg       sync.WaitGroup
-	cancel   context.CancelFunc // the request's context
-	contSent bool               // 100 Continue was written
+	rctx     *reqCtx // the request's context
+	contSent bool    // 100 Continue was written
 }
 
 // startWatch arms the watch for a handler about to run.
@@ -64,7 +63,7 @@ func (c *conn) stopWatch() {
 		c.rdl = aLongTimeAgo
 	}
 	c.wg.Wait()
-	c.cancel()
+	c.rctx.cancel()
 }
 
 // watchFire runs when the handler has run for watchDelay. A late call
@@ -123,7 +122,7 @@ func (c *conn) backgroundRead() {
 			return
 		}
 		c.cr.err = err
-		c.cancel()
+		c.rctx.cancel()
 	}
 }
 
@@ -213,12 +212,12 @@ func (cr *connReader) Read(p []byte) (int, error) {
 	}
 	n, err := cr.c.rwc.Read(p)
 	cr.remain -= int64(n)
-	if err != nil && cr.c.cancel != nil {
+	if err != nil && cr.c.rctx != nil {
 		// The client is gone, or a deadline passed, under a body read:
 		// the request's context ends, as net/http's handleReadError does,
 		// so that the handler tells a client gone mid-upload (499) from a
 		// bad body (400). Between requests it is the last one's, over.
-		cr.c.cancel()
+		cr.c.rctx.cancel()
 	}
 	return n, err
 }
