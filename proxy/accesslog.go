@@ -20,6 +20,9 @@ type recorder struct {
 	wroteHeader bool
 	served      bool // the handler returned
 	cz          compressor
+	// idv backs the X-Request-Id header value: the recorder is allocated
+	// anyway, a []string of its own would be one more allocation.
+	idv [1]string
 }
 
 // compress makes the response compressed on the fly in encoding (see

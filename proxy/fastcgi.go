@@ -80,7 +80,8 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 	for _, k := range hiddenHeaders {
 		delete(hd, k)
 	}
-	hd.Set("X-Request-Id", x.requestID())
+	w.idv[0] = x.requestID()
+	hd["X-Request-Id"] = w.idv[:1:1]
 	if target, accel, ok := h.internalTarget(resp.Header); ok {
 		return h.serveInternal(w, r, x, resp, start, target, accel)
 	}
