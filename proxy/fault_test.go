@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"realroot/internal/fcgitest"
+	"realroot/internal/testutil"
 	"realroot/proxy/fcgi"
 )
 
@@ -168,7 +169,7 @@ func TestBackendReadTimeout(t *testing.T) {
 				t.Errorf("log line %v; want status 504", f)
 			}
 			s.waitClosed(t)
-			waitFor(t, "the backend to see its connection closed", func() bool { return b.letGo.Load() == 1 })
+			testutil.WaitFor(t, "the backend to see its connection closed", func() bool { return b.letGo.Load() == 1 })
 		})
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"realroot/internal/fcgitest"
 	"realroot/internal/phpfpmtest"
+	"realroot/internal/testutil"
 	"realroot/proxy/fcgi"
 	"realroot/resolve"
 )
@@ -162,7 +163,7 @@ func TestWarmBeforeTraffic(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond)
 	switchTo(t, dir, "B")
-	waitFor(t, "users to reach B", func() bool {
+	testutil.WaitFor(t, "users to reach B", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return seen["200 B"] > 0
@@ -218,7 +219,7 @@ func TestWarmFailureKeeps(t *testing.T) {
 	srv, rs, logs := newWarmServer(t, dir, true, "/")
 	a := rs.Current()
 	switchTo(t, dir, "B")
-	waitFor(t, "the warm-up to fail", func() bool { return rs.Stats().PrepareFailures == 1 })
+	testutil.WaitFor(t, "the warm-up to fail", func() bool { return rs.Stats().PrepareFailures == 1 })
 	if resp, body := get(t, srv.URL+"/"); resp.StatusCode != 200 || body != "A" {
 		t.Fatalf("GET / after a failed warm-up = %d %q; want 200 A", resp.StatusCode, body)
 	}
@@ -235,7 +236,7 @@ func TestWarmFailureKeeps(t *testing.T) {
 		t.Fatal(err)
 	}
 	switchTo(t, dir, "B")
-	waitFor(t, "the switch to B", func() bool { return filepath.Base(filepath.Dir(rs.Current().Root)) == "B" })
+	testutil.WaitFor(t, "the switch to B", func() bool { return filepath.Base(filepath.Dir(rs.Current().Root)) == "B" })
 	if _, body := get(t, srv.URL+"/"); body != "B" {
 		t.Fatalf("GET / = %q; want B", body)
 	}

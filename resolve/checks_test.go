@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"realroot/internal/testutil"
 	"slices"
 	"strings"
 	"testing"
@@ -15,7 +16,7 @@ import (
 // waitLog waits until logs has an entry with message msg and returns them.
 func waitLog(t *testing.T, logs *observer.ObservedLogs, msg string) []observer.LoggedEntry {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("log %q", msg), func() bool { return logs.FilterMessage(msg).Len() > 0 })
+	testutil.WaitFor(t, fmt.Sprintf("log %q", msg), func() bool { return logs.FilterMessage(msg).Len() > 0 })
 	return logs.FilterMessage(msg).All()
 }
 
@@ -41,9 +42,9 @@ func TestCheckFutureMtime(t *testing.T) {
 		t.Fatal(err)
 	}
 	startRun(t, rs)
-	waitFor(t, "the check of A", func() bool { return logs.FilterMessage("release checked").Len() == 1 })
+	testutil.WaitFor(t, "the check of A", func() bool { return logs.FilterMessage("release checked").Len() == 1 })
 	flipAtomic(t, "releases/B", d.current)
-	waitFor(t, "the check of B", func() bool { return logs.FilterMessage("release checked").Len() == 2 })
+	testutil.WaitFor(t, "the check of B", func() bool { return logs.FilterMessage("release checked").Len() == 2 })
 
 	warns := logs.FilterMessage("release has files with a future mtime").All()
 	if len(warns) != 1 {
@@ -190,7 +191,7 @@ func TestCheckBounded(t *testing.T) {
 		t.Errorf("warning fields = %v; want complete false and fewer than 20 files counted", f)
 	}
 	var done observer.LoggedEntry
-	waitFor(t, "release checked", func() bool {
+	testutil.WaitFor(t, "release checked", func() bool {
 		for _, e := range logs.FilterMessage("release checked").All() {
 			if e.ContextMap()["release"] == filepath.Dir(d.b) {
 				done = e
@@ -217,7 +218,7 @@ func TestChecksOff(t *testing.T) {
 	}
 	startRun(t, rs)
 	flipAtomic(t, "releases/B", d.current)
-	waitFor(t, "the switch to B", func() bool { return rs.Current().Root == d.b })
+	testutil.WaitFor(t, "the switch to B", func() bool { return rs.Current().Root == d.b })
 	time.Sleep(50 * time.Millisecond)
 	if n := logs.FilterMessage("release checked").Len(); n != 0 {
 		t.Errorf("%d releases checked with checks off; want 0", n)

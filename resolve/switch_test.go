@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"realroot/internal/testutil"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,7 +119,7 @@ func TestSwitchSeenByRun(t *testing.T) {
 	if err := Switch(d.current, filepath.Join(d.app, "releases", "B")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the switch to B", func() bool { return rs.Current().Root == d.b })
+	testutil.WaitFor(t, "the switch to B", func() bool { return rs.Current().Root == d.b })
 	if s := rs.Stats(); s.Switches != 1 || s.ResolveFailures != 0 {
 		t.Errorf("Stats() = %+v; want 1 switch, no resolve failure", s)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"realroot/internal/testutil"
 	"testing"
 	"time"
 
@@ -30,7 +31,7 @@ func startRun(t *testing.T, rs *Releases) {
 			t.Errorf("Run did not return after cancel")
 		}
 	})
-	waitFor(t, "Run to start watching", func() bool { return rs.checks.Load() >= 2 })
+	testutil.WaitFor(t, "Run to start watching", func() bool { return rs.checks.Load() >= 2 })
 }
 
 func TestRunSwitch(t *testing.T) {
@@ -48,7 +49,7 @@ func TestRunSwitch(t *testing.T) {
 			if err := os.Remove(d.current); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "the outage to be seen", func() bool { return rs.Stats().ResolveFailures == 1 })
+			testutil.WaitFor(t, "the outage to be seen", func() bool { return rs.Stats().ResolveFailures == 1 })
 			if got := rs.Current(); got == nil || got.Root != d.a || got.Gen != 1 {
 				t.Fatalf("Current() during the gap = %+v; want %q gen 1", got, d.a)
 			}
@@ -71,7 +72,7 @@ func TestRunSwitch(t *testing.T) {
 			}
 			startRun(t, rs)
 			tt.flip(t, d, rs)
-			waitFor(t, "the switch to B", func() bool { return rs.Current().Root == d.b })
+			testutil.WaitFor(t, "the switch to B", func() bool { return rs.Current().Root == d.b })
 			if got := rs.Current().Gen; got != 2 {
 				t.Errorf("Current().Gen = %d; want 2", got)
 			}
@@ -93,9 +94,9 @@ func TestRunWarnsOnce(t *testing.T) {
 	if err := os.Remove(d.current); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the outage to be seen", func() bool { return rs.Stats().ResolveFailures == 1 })
+	testutil.WaitFor(t, "the outage to be seen", func() bool { return rs.Stats().ResolveFailures == 1 })
 	from := rs.checks.Load()
-	waitFor(t, "ten retries", func() bool { return rs.checks.Load() >= from+10 })
+	testutil.WaitFor(t, "ten retries", func() bool { return rs.checks.Load() >= from+10 })
 
 	warns := logs.FilterMessage("root does not resolve; serving last good release").All()
 	if len(warns) != 1 {
@@ -106,7 +107,7 @@ func TestRunWarnsOnce(t *testing.T) {
 	}
 
 	symlink(t, "releases/B", d.current)
-	waitFor(t, "the switch to B", func() bool { return rs.Current().Root == d.b })
+	testutil.WaitFor(t, "the switch to B", func() bool { return rs.Current().Root == d.b })
 	again := logs.FilterMessage("root resolves again").All()
 	if len(again) != 1 {
 		t.Fatalf("%d root resolves again logs; want 1", len(again))
@@ -133,19 +134,19 @@ func TestRunPollOnly(t *testing.T) {
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- rs.Run(ctx) }()
-	waitFor(t, "Run to start", func() bool { return rs.checks.Load() >= 1 })
+	testutil.WaitFor(t, "Run to start", func() bool { return rs.checks.Load() >= 1 })
 
 	flipAtomic(t, "releases/B", d.current)
-	waitFor(t, "the poll to see the flip to B", func() bool { return rs.Current().Root == d.b })
+	testutil.WaitFor(t, "the poll to see the flip to B", func() bool { return rs.Current().Root == d.b })
 
 	// Unlink and symlink: the poll sees the link gone, then keeps
 	// re-checking (the retry is a minute away) until it is back.
 	if err := os.Remove(d.current); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the outage to be seen", func() bool { return rs.Stats().ResolveFailures == 1 })
+	testutil.WaitFor(t, "the outage to be seen", func() bool { return rs.Stats().ResolveFailures == 1 })
 	symlink(t, "releases/A", d.current)
-	waitFor(t, "the poll to see the flip to A", func() bool { return rs.Current().Root == d.a })
+	testutil.WaitFor(t, "the poll to see the flip to A", func() bool { return rs.Current().Root == d.a })
 
 	if got := rs.Stats(); got.Switches != 2 || got.PollDetections != 2 || got.WatchDetections != 0 {
 		t.Errorf("Stats() = %+v; want 2 switches, 2 poll detections, 0 watch", got)
@@ -169,7 +170,7 @@ func TestRunPollDirReplaced(t *testing.T) {
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- rs.Run(ctx) }()
-	waitFor(t, "Run to start", func() bool { return rs.checks.Load() >= 1 })
+	testutil.WaitFor(t, "Run to start", func() bool { return rs.checks.Load() >= 1 })
 
 	gen := rs.Current().Gen
 	relA := filepath.Dir(d.a)
@@ -177,7 +178,7 @@ func TestRunPollDirReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	mkdir(t, d.a)
-	waitFor(t, "the poll to see releases/A replaced", func() bool { return rs.Current().Gen > gen })
+	testutil.WaitFor(t, "the poll to see releases/A replaced", func() bool { return rs.Current().Gen > gen })
 	if got := rs.Current(); got.Root != d.a || rs.Stats().PollDetections != 1 {
 		t.Errorf("current = %s, stats %+v; want the new %s, 1 poll detection", got.Root, rs.Stats(), d.a)
 	}
@@ -199,17 +200,17 @@ func TestRunWatchedDirReplaced(t *testing.T) {
 	if err := os.Rename(d.app, d.app+".old"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the outage to be seen", func() bool { return rs.Stats().ResolveFailures == 1 })
+	testutil.WaitFor(t, "the outage to be seen", func() bool { return rs.Stats().ResolveFailures == 1 })
 	c := filepath.Join(d.app, "releases", "C", "public")
 	mkdir(t, c, filepath.Join(d.app, "releases", "D", "public"))
 	symlink(t, "releases/C", d.current)
-	waitFor(t, "the retry to find C", func() bool { return rs.Current().Root == c })
+	testutil.WaitFor(t, "the retry to find C", func() bool { return rs.Current().Root == c })
 
 	// The root resolves, so no retry runs: only a watch on the new app
 	// directory can see this flip.
 	flipAtomic(t, "releases/D", d.current)
 	d2 := filepath.Join(d.app, "releases", "D", "public")
-	waitFor(t, "the watch on the new directory to see D", func() bool { return rs.Current().Root == d2 })
+	testutil.WaitFor(t, "the watch on the new directory to see D", func() bool { return rs.Current().Root == d2 })
 }
 
 func TestRunWatchesNewLinks(t *testing.T) {
@@ -225,9 +226,9 @@ func TestRunWatchesNewLinks(t *testing.T) {
 
 	// Release C's public is itself a link: a new directory to watch.
 	flipAtomic(t, "releases/C", d.current)
-	waitFor(t, "the switch to C", func() bool { return rs.Current().Root == web1 })
+	testutil.WaitFor(t, "the switch to C", func() bool { return rs.Current().Root == web1 })
 	flipAtomic(t, "../../shared/web2", filepath.Join(d.app, "releases", "C", "public"))
-	waitFor(t, "the inner link flip to web2", func() bool { return rs.Current().Root == web2 })
+	testutil.WaitFor(t, "the inner link flip to web2", func() bool { return rs.Current().Root == web2 })
 	if got := rs.Stats().WatchDetections; got != 2 {
 		t.Errorf("Stats().WatchDetections = %d; want 2", got)
 	}
@@ -243,11 +244,11 @@ func TestRunStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- rs.Run(ctx) }()
-	waitFor(t, "Run to start watching", func() bool { return rs.checks.Load() >= 2 })
+	testutil.WaitFor(t, "Run to start watching", func() bool { return rs.checks.Load() >= 2 })
 	if err := os.Remove(d.current); err != nil { // leave the retry timer armed
 		t.Fatal(err)
 	}
-	waitFor(t, "the outage to be seen", func() bool { return rs.Stats().ResolveFailures == 1 })
+	testutil.WaitFor(t, "the outage to be seen", func() bool { return rs.Stats().ResolveFailures == 1 })
 	cancel()
 	select {
 	case err := <-errc:

@@ -18,6 +18,7 @@ import (
 
 	"realroot/conf"
 	"realroot/internal/phpfpmtest"
+	"realroot/internal/testutil"
 	"realroot/proxy"
 	"realroot/proxy/admin"
 	"realroot/proxy/fcgi"
@@ -121,7 +122,7 @@ func (d *deployServer) slow(t *testing.T, gate string) <-chan string {
 		b, _ := io.ReadAll(resp.Body)
 		c <- string(b)
 	}()
-	waitCond(t, "the slow request in flight", func() bool { return before.InFlight() > n })
+	testutil.WaitFor(t, "the slow request in flight", func() bool { return before.InFlight() > n })
 	return c
 }
 
@@ -135,17 +136,6 @@ func (d *deployServer) page(t *testing.T, path string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
-}
-
-func waitCond(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // noSignals is a signal channel on which nothing arrives.

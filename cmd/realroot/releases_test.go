@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"realroot/internal/testutil"
 	"realroot/resolve"
 )
 
@@ -43,7 +44,7 @@ func TestReleasesPrune(t *testing.T) {
 	if err := resolve.Switch(d.link, filepath.Join(d.dir, "releases", "7")); err != nil {
 		t.Fatal(err)
 	}
-	waitCond(t, "the server to serve 7", func() bool { return d.rs.Current().Gen == 2 })
+	testutil.WaitFor(t, "the server to serve 7", func() bool { return d.rs.Current().Gen == 2 })
 
 	out, err := runCmd(listReleases, "--link", d.link, "--admin", d.adminAddr())
 	if err != nil {
@@ -96,7 +97,7 @@ func TestReleasesPrune(t *testing.T) {
 	if got := <-slow; got != "2" {
 		t.Fatalf("slow request = %q; want 2", got)
 	}
-	waitCond(t, "2 to drain", func() bool { return len(d.rs.Snapshot().Draining) == 0 })
+	testutil.WaitFor(t, "2 to drain", func() bool { return len(d.rs.Snapshot().Draining) == 0 })
 	out, err = runCmd(listReleases, "--link", d.link, "--admin", d.adminAddr(), "--prune", "--keep", "2")
 	if err != nil || !regexp.MustCompile(`(?m)^2\s+drained\s`).MatchString(out) {
 		t.Fatalf("prune = %v\n%s; want 2 listed as drained", err, out)

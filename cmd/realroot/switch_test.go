@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"realroot/internal/testutil"
 	"realroot/resolve"
 )
 
@@ -110,7 +111,7 @@ func TestSwitchWait(t *testing.T) {
 			&out, &out, noSignals)
 		done <- result{out.String(), err}
 	}()
-	waitCond(t, "switch to see the server serve B", func() bool { return strings.Contains(out.String(), "the server serves") })
+	testutil.WaitFor(t, "switch to see the server serve B", func() bool { return strings.Contains(out.String(), "the server serves") })
 	if got := d.page(t, "/"); got != "B" {
 		t.Fatalf("GET / = %q; want B", got)
 	}

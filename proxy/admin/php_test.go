@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"realroot/internal/phpfpmtest"
+	"realroot/internal/testutil"
 	"realroot/proxy"
 	"realroot/proxy/fcgi"
 	"realroot/resolve"
@@ -103,7 +104,7 @@ func TestStatusWithPHP(t *testing.T) {
 			results[i] = fetch("/slow.php?gate=" + gate)
 		}()
 	}
-	waitFor(t, "3 requests in flight on A", func() bool { return status().Current.InFlight == 3 })
+	testutil.WaitFor(t, "3 requests in flight on A", func() bool { return status().Current.InFlight == 3 })
 
 	if err := os.Symlink("releases/B", filepath.Join(dir, "current.tmp")); err != nil {
 		t.Fatal(err)
@@ -111,7 +112,7 @@ func TestStatusWithPHP(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, "current.tmp"), filepath.Join(dir, "current")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the switch to B", func() bool { return status().Current.Gen == 2 })
+	testutil.WaitFor(t, "the switch to B", func() bool { return status().Current.Gen == 2 })
 	s := status()
 	a := filepath.Join(dir, "releases", "A")
 	if s.Current.Dir != filepath.Join(dir, "releases", "B") || len(s.Draining) != 1 ||
@@ -138,7 +139,7 @@ func TestStatusWithPHP(t *testing.T) {
 			t.Errorf("slow request %d = %q; want A", i, r)
 		}
 	}
-	waitFor(t, "A to drain", func() bool { return len(status().Draining) == 0 })
+	testutil.WaitFor(t, "A to drain", func() bool { return len(status().Draining) == 0 })
 	s = status()
 	if len(s.Drained) != 1 || s.Drained[0].Dir != a || s.Drained[0].InFlight != 0 || s.Drained[0].DrainedAt.IsZero() {
 		t.Fatalf("/status drained = %+v; want A, drained, nothing in flight", s.Drained)
@@ -159,16 +160,5 @@ func TestStatusWithPHP(t *testing.T) {
 	}
 	if got := metric(t, mfs, "realroot_fastcgi_dials_total"); got < 3 {
 		t.Errorf("dials = %v; want >= 3", got)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"realroot/internal/testutil"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -57,7 +58,7 @@ func TestBackpressure(t *testing.T) {
 		for i := range n {
 			chs = append(chs, goFetch(wg, c, context.Background(), fmt.Sprintf("/busy%d", i)))
 		}
-		waitFor(t, "the connections to be busy", func() bool { return c.Stats().InUse == n })
+		testutil.WaitFor(t, "the connections to be busy", func() bool { return c.Stats().InUse == n })
 		return chs
 	}
 	expectOK := func(t *testing.T, chs []<-chan error) {
@@ -96,11 +97,11 @@ func TestBackpressure(t *testing.T) {
 		held := busy(t, &wg, c, 1)
 		ctx, cancel := context.WithCancel(context.Background())
 		first := goFetch(&wg, c, ctx, "/first")
-		waitFor(t, "the first waiter to queue", func() bool { return c.Stats().Waiting == 1 })
+		testutil.WaitFor(t, "the first waiter to queue", func() bool { return c.Stats().Waiting == 1 })
 		time.Sleep(100 * time.Millisecond)
 		start := time.Now()
 		second := goFetch(&wg, c, context.Background(), "/second")
-		waitFor(t, "the second waiter to queue", func() bool { return c.Stats().Waiting == 2 })
+		testutil.WaitFor(t, "the second waiter to queue", func() bool { return c.Stats().Waiting == 2 })
 		cancel() // the head leaves before its timeout
 		if err := <-first; !errors.Is(err, context.Canceled) {
 			t.Errorf("first: got %v; want context.Canceled", err)
@@ -124,7 +125,7 @@ func TestBackpressure(t *testing.T) {
 			held := busy(t, &wg, c, 2)
 			for i := range maxQueue {
 				held = append(held, goFetch(&wg, c, context.Background(), fmt.Sprintf("/waiter%d", i)))
-				waitFor(t, "the waiter to queue", func() bool { return c.Stats().Waiting == i+1 })
+				testutil.WaitFor(t, "the waiter to queue", func() bool { return c.Stats().Waiting == i+1 })
 			}
 			start := time.Now()
 			_, err := c.Do(context.Background(), &gofast.Request{Params: baseParams("GET")})
@@ -146,7 +147,7 @@ func TestBackpressure(t *testing.T) {
 		held := busy(t, &wg, c, 2)
 		ctx, cancel := context.WithCancel(context.Background())
 		waiter := goFetch(&wg, c, ctx, "/waiter")
-		waitFor(t, "the waiter to queue", func() bool { return c.Stats().Waiting == 1 })
+		testutil.WaitFor(t, "the waiter to queue", func() bool { return c.Stats().Waiting == 1 })
 		start := time.Now()
 		cancel()
 		if err := <-waiter; !errors.Is(err, context.Canceled) || time.Since(start) > time.Second {
@@ -170,7 +171,7 @@ func TestBackpressure(t *testing.T) {
 			uri := fmt.Sprintf("/waiter%d", i)
 			want = append(want, uri)
 			held = append(held, goFetch(&wg, c, context.Background(), uri))
-			waitFor(t, "the waiter to queue", func() bool { return c.Stats().Waiting == i+1 })
+			testutil.WaitFor(t, "the waiter to queue", func() bool { return c.Stats().Waiting == i+1 })
 		}
 		close(release)
 		expectOK(t, held)
@@ -185,7 +186,7 @@ func TestBackpressure(t *testing.T) {
 		var wg sync.WaitGroup
 		held := busy(t, &wg, c, 1)
 		waiter := goFetch(&wg, c, context.Background(), "/waiter")
-		waitFor(t, "the waiter to queue", func() bool { return c.Stats().Waiting == 1 })
+		testutil.WaitFor(t, "the waiter to queue", func() bool { return c.Stats().Waiting == 1 })
 		c.Close()
 		if err := <-waiter; !errors.Is(err, ErrClosed) {
 			t.Errorf("waiter: got %v; want ErrClosed", err)
@@ -232,13 +233,13 @@ func TestClientClose(t *testing.T) {
 		}
 		resp <- r
 	})
-	waitFor(t, "the held request", func() bool { return arrived.Load() == 1 })
+	testutil.WaitFor(t, "the held request", func() bool { return arrived.Load() == 1 })
 	before := c.Stats()
 	if err := c.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
 	idle := before.Idle
-	waitFor(t, "the fake to see the idle connections closed", func() bool {
+	testutil.WaitFor(t, "the fake to see the idle connections closed", func() bool {
 		_, closed := log.counts()
 		return closed == idle
 	})
@@ -259,7 +260,7 @@ func TestClientClose(t *testing.T) {
 	if s := c.Stats(); s.Open != 0 {
 		t.Errorf("Stats() = %+v; want none open", s)
 	}
-	waitFor(t, "the fake to see every connection closed", func() bool {
+	testutil.WaitFor(t, "the fake to see every connection closed", func() bool {
 		opened, closed := log.counts()
 		return closed == opened
 	})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"realroot/internal/testutil"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,18 +95,6 @@ func (l *connLog) uris() []string {
 	return s
 }
 
-// waitFor polls cond until it holds, or fails the test after 5s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func uriParams(method, uri string) map[string]string {
 	p := baseParams(method)
 	p["REQUEST_URI"] = uri
@@ -187,7 +176,7 @@ func TestPoolReuse(t *testing.T) {
 					t.Errorf("a GET after them dialed: Stats() = %+v", s)
 				}
 			} else {
-				waitFor(t, "the fake to see every connection closed", func() bool {
+				testutil.WaitFor(t, "the fake to see every connection closed", func() bool {
 					opened, closed := log.counts()
 					return closed == opened
 				})
@@ -258,7 +247,7 @@ func TestPoolLIFOIdleTimeout(t *testing.T) {
 	if opened, closed := log.counts(); s.IdleClosed != 2 || s.Open != 1 || opened != 3 || closed != 2 {
 		t.Errorf("after 600ms of trickle: Stats() = %+v, fake saw %d opened, %d closed; want 2 idle closed, 1 open, 3 opened, 2 closed", s, opened, closed)
 	}
-	waitFor(t, "the last idle connection to close", func() bool {
+	testutil.WaitFor(t, "the last idle connection to close", func() bool {
 		_, closed := log.counts()
 		return c.Stats().IdleClosed == 3 && closed == 3
 	})
