@@ -14,6 +14,12 @@ import (
 // that method (realroot's FastCGI client, which watches every exchange's
 // context) costs no map, no goroutine and no allocation of its own while the
 // context is live. Its values are its parent's.
+//
+// One cost moves: package context finds a *cancelCtx through wrappers
+// (WithValue) but an afterFuncer only directly, so a context derived
+// through a wrapper, e.g. WithTimeout(WithValue(r.Context(), k, v)), is
+// watched by a goroutine of package context until either is done (at the
+// latest when the request ends). realroot's handler derives none.
 type reqCtx struct {
 	parent context.Context
 
