@@ -490,11 +490,30 @@ declare -A results # "workload front" -> lines "rps p50 p99 err", one per round
 declare -A notes   # "workload front" -> a note printed after the row
 declare -A probe   # front -> p50 ms of h2c /static.css, one stream at a time
 declare -A steal   # "workload front" -> the steal % of each round, one per line
+declare -A cpu     # "workload front" -> "front_us php_us" of each round, one per line
 
 # cpu_ticks: "steal total" of /proc/stat's cpu line (0 0 where absent).
 cpu_ticks() {
 	awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9 + 0, t; f = 1 } END { if (!f) print 0, 0 }' /proc/stat 2>/dev/null ||
 		echo 0 0
+}
+
+# proc_ticks PID: the CPU clock ticks (user + system) of PID and its
+# children (nginx's workers, php-fpm's), 0 for what is gone.
+proc_ticks() {
+	local p sum=0 t
+	for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+		t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || continue
+		sum=$((sum + ${t:-0}))
+	done
+	echo "$sum"
+}
+clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# us_per_req TICKS REQ_PER_S SECONDS: CPU µs per request.
+us_per_req() {
+	awk -v t="$1" -v r="$2" -v s="$3" -v hz="$clk_tck" 'BEGIN {
+		if (r > 0 && s > 0) printf "%.1f", t * 1e6 / hz / (r * s); else print "-" }'
 }
 
 # steal_pct BEFORE AFTER: the share of CPU time the hypervisor took between
@@ -698,8 +717,15 @@ for r in $(seq "$ROUNDS"); do
 			[ "$f" != limit ] && start_main "$f" "$w"
 			measure "$w" "$f" 1 >/dev/null || die "$w via $f: the warm-up failed"
 			t0=$(cpu_ticks)
+			fc0=0
+			[ "$f" != limit ] && fc0=$(proc_ticks "$front_pid")
+			php0=$(proc_ticks "$main_fpm")
 			line=$(measure "$w" "$f" "$DURATION") || die "$w via $f: the run failed"
 			steal[$w $f]+="$(steal_pct "$t0" "$(cpu_ticks)")"$'\n'
+			rps=${line%% *}
+			fus=-
+			[ "$f" != limit ] && fus=$(us_per_req $(($(proc_ticks "$front_pid") - fc0)) "$rps" "$DURATION")
+			cpu[$w $f]+="$fus $(us_per_req $(($(proc_ticks "$main_fpm") - php0)) "$rps" "$DURATION")"$'\n'
 			[ "$f" != limit ] && stop_front
 			results[$w $f]+="$line"$'\n'
 		done
@@ -711,7 +737,7 @@ if has_workload h2-static && awk -v p="$(stat h2-static nginx-plain 2)" 'BEGIN {
 	notes[h2-static nginx-plain]+="delayed-ACK-bound (p50 >= 30 ms): not a fair baseline"
 fi
 
-printf '%-12s %-16s %10s %9s %9s %7s %7s\n' workload front req/s p50_ms p99_ms errors steal%
+printf '%-12s %-16s %10s %9s %9s %7s %7s %8s %8s\n' workload front req/s p50_ms p99_ms errors steal% front_us php_us
 stalls=0
 stolen=0
 for w in "${workloads[@]}"; do
@@ -729,13 +755,18 @@ for w in "${workloads[@]}"; do
 			note+="${note:+; }stolen"
 			stolen=1
 		fi
-		printf '%-12s %-16s %10.0f %9.2f %9.2f %7d %7s%s\n' "$w" "$f" \
-			"$(stat "$w" "$f" 1)" "$(stat "$w" "$f" 2)" "$(stat "$w" "$f" 3)" "$(stat "$w" "$f" 4)" "$st" "${note:+  $note}"
+		fus=-
+		[ "$f" != limit ] && fus=$(awk 'NF && $1 != "-" { print $1 }' <<<"${cpu[$w $f]:-}" | median)
+		pus=$(awk 'NF && $2 != "-" { print $2 }' <<<"${cpu[$w $f]:-}" | median)
+		printf '%-12s %-16s %10.0f %9.2f %9.2f %7d %7s %8s %8s%s\n' "$w" "$f" \
+			"$(stat "$w" "$f" 1)" "$(stat "$w" "$f" 2)" "$(stat "$w" "$f" 3)" "$(stat "$w" "$f" 4)" "$st" "$fus" "$pus" "${note:+  $note}"
 	done
 done
 echo "(median of $ROUNDS rounds; errors: non-2xx + socket errors + timeouts, summed; limit = fcgiload, no HTTP;"
 echo " steal%: the most CPU time the hypervisor took from this machine in one round, from /proc/stat;"
-echo " go-floor: internal/gofloor, fixed params and no routing: what a Go front costs before realroot's own work)"
+echo " go-floor: internal/gofloor, fixed params and no routing: what a Go front costs before realroot's own work;"
+echo " front_us, php_us: CPU µs per request of the front (its processes) and of php-fpm, from /proc; the"
+echo " two cores bound every row, so a µs spent by one process is a µs the others lack)"
 if [ "$stolen" = 1 ]; then
 	echo "(stolen: a round lost over $STEAL_WARN% of the CPU to other guests: its front had less machine than the"
 	echo " others, so the ratios with that row are unreliable. Run again when the host is quieter.)"
