@@ -135,8 +135,11 @@ func TestBackpressure(t *testing.T) {
 			close(release)
 			expectOK(t, held)
 			wg.Wait()
-			if s := c.Stats(); s.Busy != 1 || s.Open != 2 || s.Dials != 2 {
-				t.Errorf("Stats() = %+v; want 1 busy, 2 open, 2 dials", s)
+			// The held requests wait for their first byte on new
+			// connections: past starveAfter (a slow run) the pool yields
+			// a kept one (see pool.put) and dials again. Not tested here.
+			if s := c.Stats(); s.Busy != 1 || s.Open != 2 || s.Dials != 2+s.Yielded {
+				t.Errorf("Stats() = %+v; want 1 busy, 2 open, 2 dials (+1 a yield)", s)
 			}
 		})
 	}
