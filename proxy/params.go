@@ -26,7 +26,7 @@ func (h *Handler) cgiParams(inner gofast.SessionHandler) gofast.SessionHandler {
 		r, p := req.Raw, req.Params
 		p["QUERY_STRING"] = r.URL.RawQuery
 		p["REQUEST_METHOD"] = r.Method
-		p["CONTENT_TYPE"] = r.Header.Get("Content-Type")
+		p["CONTENT_TYPE"] = firstValue(r.Header["Content-Type"]) // keys are canonical
 		p["REQUEST_URI"] = requestURI(r)
 		p["SERVER_PROTOCOL"] = r.Proto
 		p["GATEWAY_INTERFACE"] = "CGI/1.1"
@@ -64,18 +64,22 @@ func headerParams(inner gofast.SessionHandler) gofast.SessionHandler {
 			p["HTTP_HOST"] = r.Host
 		}
 		for name, values := range r.Header {
-			if name == "Proxy" || name == "X-Request-Id" || strings.ContainsAny(name, "_.") {
-				continue
-			}
 			key, ok := commonParamNames[name]
 			if !ok {
+				if name == "Proxy" || name == "X-Request-Id" || !plainName(name) {
+					continue
+				}
 				key = paramName(name)
+			}
+			if len(values) == 1 {
+				p[key] = values[0]
+				continue
 			}
 			sep := ", "
 			if name == "Cookie" {
 				sep = "; "
 			}
-			p[key] = joinValues(values, sep)
+			p[key] = strings.Join(values, sep)
 		}
 		return inner(c, req)
 	}
@@ -128,11 +132,14 @@ func paramName(header string) string {
 	return string(b)
 }
 
-func joinValues(values []string, sep string) string {
-	if len(values) == 1 {
-		return values[0]
+// plainName reports whether a header name has neither "_" nor ".".
+func plainName(name string) bool {
+	for i := 0; i < len(name); i++ {
+		if name[i] == '_' || name[i] == '.' {
+			return false
+		}
 	}
-	return strings.Join(values, sep)
+	return true
 }
 
 // requestURI is nginx's $request_uri: the request target as sent, in origin
@@ -194,4 +201,11 @@ func (l *localAddr) split(a net.Addr) (host, port string) {
 	c.host, c.sport = splitAddr(ta.String())
 	l.last.Store(c)
 	return c.host, c.sport
+}
+
+func firstValue(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
 }
