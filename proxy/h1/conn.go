@@ -83,6 +83,11 @@ func newConn(s *Server, rwc net.Conn) *conn {
 
 // release returns c to the pool; its goroutine and watch are over.
 func (c *conn) release() {
+	c.mu.Lock()
+	if c.timer.Stop() {
+		c.armed = false
+	}
+	c.mu.Unlock()
 	c.srv, c.rwc, c.baseCtx, c.werr = nil, nil, nil, nil
 	c.w = response{buf: c.w.buf[:0], header: c.w.header}
 	c.body = noBody

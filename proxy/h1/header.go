@@ -187,7 +187,7 @@ func writeHeaderLines(bw *bufio.Writer, h http.Header, skip int) {
 			continue
 		}
 		for _, v := range vv {
-			if strings.ContainsAny(v, "\r\n") {
+			if hasCRLF(v) {
 				v = newlineToSpace.Replace(v)
 			}
 			bw.WriteString(k)
@@ -199,6 +199,17 @@ func writeHeaderLines(bw *bufio.Writer, h http.Header, skip int) {
 }
 
 var newlineToSpace = strings.NewReplacer("\n", " ", "\r", " ")
+
+// hasCRLF reports whether v has a CR or an LF (strings.ContainsAny builds a
+// set at each call).
+func hasCRLF(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\r' || v[i] == '\n' {
+			return true
+		}
+	}
+	return false
+}
 
 func has(h http.Header, k string) bool {
 	_, ok := h[k]

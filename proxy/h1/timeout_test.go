@@ -89,6 +89,38 @@ func TestClientGoneCancelsContext(t *testing.T) {
 	}
 }
 
+// A connection's timer is armed by the first of its requests and outlives
+// the quick ones: a long request that starts while it is pending for an
+// earlier one gets it re-armed, and is still watched.
+func TestClientGoneAfterQuickRequests(t *testing.T) {
+	done := make(chan time.Time, 1)
+	addr, _ := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/quick" {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+			t.Error("r.Context() not done 5s after the client went")
+		}
+		done <- time.Now()
+	}))
+	c := dial(t, addr)
+	for range 3 {
+		c.send(get("a", "/quick"))
+		if res, _ := c.response("GET"); res.StatusCode != 200 {
+			t.Fatalf("got %d; want 200", res.StatusCode)
+		}
+	}
+	c.send(get("a", "/wait"))
+	time.Sleep(3 * watchDelay) // past the re-armed timer too
+	closed := time.Now()
+	c.c.Close()
+	if d := (<-done).Sub(closed); d > 2*watchDelay+200*time.Millisecond {
+		t.Errorf("r.Context() done %v after the close; want within 2*watchDelay", d)
+	}
+}
+
 func TestPipelinedWhileHandlerRuns(t *testing.T) {
 	addr, _ := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {

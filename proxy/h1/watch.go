@@ -9,9 +9,14 @@ import (
 	"time"
 )
 
-// watchDelay is how long a handler runs before its connection is watched
-// for the client going away. Short requests (most) never pay for the watch:
-// one timer Reset and Stop each. Once it fires, and once the request body
+// watchDelay is how long a handler runs, at least, before its connection is
+// watched for the client going away: between watchDelay and twice that.
+// Short requests (most) never pay for the watch, nor for a timer of their
+// own: a connection's timer, once armed, stays armed across the requests it
+// serves until it fires, and then starts the watch only if the request that
+// runs is the one it was armed for; else it re-arms for that one. So a busy
+// connection moves its timer once per watchDelay, not twice per request.
+// Once it fires, and once the request body
 // (if any) has been read to its end, a goroutine reads one byte from the
 // connection: EOF or an error (the client closed or reset) cancels
 // r.Context(); a byte (a pipelined request) is kept for the next request
@@ -40,20 +45,31 @@ type watch struct {
 	wg       sync.WaitGroup
 	rctx     *reqCtx // the request's context
 	contSent bool    // 100 Continue was written
+	armed    bool    // the timer is pending
+	seq      uint64  // counts the handlers started
+	armedFor uint64  // the seq the pending timer was armed for
 }
 
 // startWatch arms the watch for a handler about to run.
 func (c *conn) startWatch(bodyDone bool) {
 	c.mu.Lock()
 	c.running, c.bodyDone, c.fired, c.reading, c.userRDL, c.contSent = true, bodyDone, false, false, false, false
+	c.seq++
+	if !c.armed {
+		c.armLocked()
+	}
 	c.mu.Unlock()
+}
+
+// armLocked arms the timer for the handler running now.
+func (c *conn) armLocked() {
+	c.armed, c.armedFor = true, c.seq
 	c.timer.Reset(watchDelay)
 }
 
 // stopWatch ends the watch once the handler has returned, waits for the
 // background read, and cancels the request's context.
 func (c *conn) stopWatch() {
-	c.timer.Stop()
 	c.mu.Lock()
 	c.running = false
 	reading := c.reading
@@ -66,13 +82,19 @@ func (c *conn) stopWatch() {
 	c.rctx.cancel()
 }
 
-// watchFire runs when the handler has run for watchDelay. A late call
-// (from an earlier request, or after c went back to the pool) is harmless:
-// at worst it starts the watch of the current request early.
+// watchFire runs watchDelay after the timer was armed. If the handler it was
+// armed for still runs, that one has run for watchDelay; if another one runs,
+// the timer is armed again for it; if none runs, it stays unarmed until the
+// next one starts.
 func (c *conn) watchFire() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.armed = false
 	if !c.running {
+		return
+	}
+	if c.armedFor != c.seq {
+		c.armLocked()
 		return
 	}
 	c.fired = true
