@@ -112,7 +112,10 @@ type Response struct {
 	// Status is the HTTP status: from a "Status:" header, else 302 when a
 	// Location header is present, else 200.
 	Status int
-	// Header holds the CGI response headers but Status.
+	// Header holds the CGI response headers but Status. Its map is the
+	// connection's, reused by the next exchange on it: it is valid until
+	// Body returns an error (io.EOF included) or is closed. Copy what is
+	// needed beyond that; the value slices stay valid.
 	Header http.Header
 	// Body streams the rest of stdout. Read returns io.EOF after a
 	// FCGI_END_REQUEST with FCGI_REQUEST_COMPLETE, an error wrapping

@@ -3,6 +3,7 @@ package fcgi
 import (
 	"context"
 	"net"
+	"net/http"
 	"time"
 )
 
@@ -25,6 +26,10 @@ type pconn struct {
 	// registration was stopped (see exchange.settle).
 	x        *exchange
 	onCancel func()
+
+	// hdr is the map of the last Response.Header read on conn, cleared
+	// and refilled by the next one (see Response.Header).
+	hdr http.Header
 }
 
 // dialConn opens a connection (in a slot the caller holds).

@@ -427,11 +427,12 @@ func TestPoolNoCrossTalk(t *testing.T) {
 					resp.Body.Close()
 					continue
 				}
+				xid := resp.Header.Get("X-Id") // valid until the body's end
 				got, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if err != nil || string(got) != want || resp.Header.Get("X-Id") != id {
+				if err != nil || string(got) != want || xid != id {
 					t.Errorf("%s: got X-Id %s, %d bytes %.20q, %v; want its own echo of %d bytes",
-						id, resp.Header.Get("X-Id"), len(got), got, err, len(want))
+						id, xid, len(got), got, err, len(want))
 					return
 				}
 			}

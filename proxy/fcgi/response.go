@@ -46,7 +46,13 @@ func (x *exchange) readResponse(maxHeader int) (*Response, error) {
 		putBuf(bufp)
 		return nil, fmt.Errorf("%w: response header block larger than %d bytes", ErrProtocol, maxHeader)
 	}
-	h, status, err := parseCGIHeader(buf[:end], x.hdrVals[:])
+	var h http.Header
+	if x.pc != nil {
+		// The connection's map, as the exchange before this one left it.
+		h = x.pc.hdr
+		clear(h)
+	}
+	h, status, err := parseCGIHeader(buf[:end], x.hdrVals[:], h)
 	if err != nil {
 		putBuf(bufp)
 		return nil, err
@@ -55,6 +61,9 @@ func (x *exchange) readResponse(maxHeader int) (*Response, error) {
 		x.pre, x.preBuf = buf[body:], bufp
 	} else {
 		putBuf(bufp)
+	}
+	if x.pc != nil {
+		x.pc.hdr = h
 	}
 	x.resp = Response{Status: status, Header: h, Body: x, x: x}
 	return &x.resp, nil
@@ -92,10 +101,13 @@ func findHeaderEnd(b []byte, from int) (end, body int) {
 // parseCGIHeader parses a CGI header block: "Name: value" lines ending
 // with "\n" or "\r\n". Status is taken out of the header; without it, a
 // Location means 302. The header's values are backed by vals when it has
-// room for one per line, else by a new array.
-func parseCGIHeader(block []byte, vals []string) (http.Header, int, error) {
+// room for one per line, else by a new array. The lines go into h, which
+// must be empty, or into a new map if h is nil.
+func parseCGIHeader(block []byte, vals []string, h http.Header) (http.Header, int, error) {
 	n := bytes.Count(block, []byte{'\n'})
-	h := make(http.Header, n)
+	if h == nil {
+		h = make(http.Header, n)
+	}
 	if n == 0 {
 		return h, http.StatusOK, nil
 	}
