@@ -147,6 +147,12 @@ func TestRunPollOnly(t *testing.T) {
 	testutil.WaitFor(t, "the outage to be seen", func() bool { return rs.Stats().ResolveFailures == 1 })
 	symlink(t, "releases/A", d.current)
 	testutil.WaitFor(t, "the poll to see the flip to A", func() bool { return rs.Current().Root == d.a })
+	// A switch and its detection are counted just after the release is
+	// made current.
+	testutil.WaitFor(t, "the second switch counted", func() bool {
+		st := rs.Stats()
+		return st.Switches == 2 && st.PollDetections+st.WatchDetections == 2
+	})
 
 	if got := rs.Stats(); got.Switches != 2 || got.PollDetections != 2 || got.WatchDetections != 0 {
 		t.Errorf("Stats() = %+v; want 2 switches, 2 poll detections, 0 watch", got)
