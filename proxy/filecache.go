@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"realroot/resolve"
 	"strconv"
 	"sync"
 	"time"
@@ -40,7 +41,7 @@ func (c *fileCache) get(path string, fi fs.FileInfo) *cachedFile {
 	c.mu.RLock()
 	e := c.entries[path]
 	c.mu.RUnlock()
-	if e == nil || !os.SameFile(e.fi, fi) || e.fi.Size() != fi.Size() || !e.fi.ModTime().Equal(fi.ModTime()) {
+	if e == nil || !resolve.SameFile(e.fi, fi) || e.fi.Size() != fi.Size() || !e.fi.ModTime().Equal(fi.ModTime()) {
 		return nil
 	}
 	return e

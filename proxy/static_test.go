@@ -203,6 +203,20 @@ func TestStaticCache(t *testing.T) {
 			t.Fatalf("GET /link.txt = %d %q; want 200 inside", code, body)
 		}
 	}
+	// Served from memory: the same inode, size and mtime mean unchanged
+	// (an edit in place that keeps all three is seen only by a new
+	// release), so bytes changed under them do not show.
+	fi, err := os.Stat(filepath.Join(rel, "a.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rel, "a.txt"), []byte("FIRST"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(filepath.Join(rel, "a.txt"), fi.ModTime(), fi.ModTime())
+	if code, body := get("/a.txt"); code != 200 || body != "first" {
+		t.Fatalf("GET /a.txt = %d %q; want 200 first, from memory", code, body)
+	}
 	// Replaced in place: a new inode, size and mtime.
 	tmp := filepath.Join(rel, "a.txt.new")
 	os.WriteFile(tmp, []byte("second version"), 0o644)

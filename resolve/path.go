@@ -52,9 +52,26 @@ func (r *Release) Path(name string) string {
 	}
 }
 
-// Stat stats the cleaned URL path name inside r, following symlinks.
+// Stat stats the cleaned URL path name inside r, following symlinks. On
+// Linux it goes through a descriptor of the directory r resolved to: the
+// kernel walks name only, and a request pinned to r sees r's files even if
+// its directory is renamed or replaced at its path meanwhile.
 func (r *Release) Stat(name string) (fs.FileInfo, error) {
-	return os.Stat(r.Path(name))
+	if r.dir == nil {
+		return os.Stat(r.Path(name))
+	}
+	return r.statAt(name)
+}
+
+// SameFile is os.SameFile for the FileInfos of Release.Stat and
+// Release.Open, which may come from a directory descriptor (Linux) rather
+// than from package os.
+func SameFile(a, b fs.FileInfo) bool {
+	if os.SameFile(a, b) {
+		return true
+	}
+	da, ia, ok := devIno(a)
+	return ok && sameDevIno(b, da, ia)
 }
 
 // Open opens the cleaned URL path name inside r for reading and checks that
@@ -90,4 +107,9 @@ func below(p, dir string) bool {
 		return strings.HasPrefix(p, "/")
 	}
 	return p == dir || strings.HasPrefix(p, dir) && p[len(dir)] == '/'
+}
+
+func sameDevIno(fi fs.FileInfo, dev, ino uint64) bool {
+	d, i, ok := devIno(fi)
+	return ok && d == dev && i == ino
 }

@@ -64,6 +64,12 @@ type Release struct {
 	// rootInfo is the Stat of Root when resolved: a directory replaced in
 	// place at the same path is a new release.
 	rootInfo os.FileInfo
+	// dir is Root opened as a directory (O_PATH, Linux) for Stat, and
+	// dirFD its descriptor; nil when it could not be opened. It is closed
+	// by its cleanup once the Release is unreachable, so no request that
+	// holds the Release can see it closed.
+	dir   *os.File
+	dirFD uintptr
 
 	// state holds the in-flight count in its low bits and supersededBit.
 	state     atomic.Int64
@@ -104,7 +110,7 @@ type Snapshot struct {
 
 // newRelease returns the release of res, current from since.
 func newRelease(res *resolution, gen uint64, since time.Time, onDrain func(*Release)) *Release {
-	return &Release{
+	r := &Release{
 		Root:     res.real,
 		Dir:      res.top,
 		Gen:      gen,
@@ -114,6 +120,10 @@ func newRelease(res *resolution, gen uint64, since time.Time, onDrain func(*Rele
 		drainedC: make(chan struct{}),
 		onDrain:  onDrain,
 	}
+	if d := openDir(res.real, res.dir); d != nil {
+		r.dir, r.dirFD = d, d.Fd()
+	}
+	return r
 }
 
 // Unpin ends one request's pin on r.
