@@ -54,8 +54,8 @@ func (r *Release) Path(name string) string {
 
 // Stat stats the cleaned URL path name inside r, following symlinks. On
 // Linux it goes through a descriptor of the directory r resolved to: the
-// kernel walks name only, and a request pinned to r sees r's files even if
-// its directory is renamed or replaced at its path meanwhile.
+// kernel walks name only, and it looks in that directory even if it was
+// renamed or replaced at its path since (Open still opens by path).
 func (r *Release) Stat(name string) (fs.FileInfo, error) {
 	if r.dir == nil {
 		return os.Stat(r.Path(name))
