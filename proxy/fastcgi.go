@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,12 @@ import (
 var hiddenHeaders = []string{
 	"X-Accel-Buffering", "X-Accel-Charset", "X-Accel-Expires",
 	"X-Accel-Limit-Rate", "X-Accel-Redirect", "X-Sendfile",
+}
+
+// hidden reports whether the canonical header name k is one of
+// hiddenHeaders.
+func hidden(k string) bool {
+	return strings.HasPrefix(k, "X-") && slices.Contains(hiddenHeaders, k)
 }
 
 var requestPool = sync.Pool{New: func() any {
@@ -70,15 +77,16 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 	defer h.logStderr(r, x, resp.Stderr) // after Close: stderr is complete
 	defer resp.Body.Close()
 
-	streaming := resp.Header.Get("X-Accel-Buffering") == "no" ||
-		strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	// resp.Header's keys are canonical (fcgi parses them so): indexed
+	// directly, without Get's canonicalization.
+	streaming := firstValue(resp.Header["X-Accel-Buffering"]) == "no" ||
+		strings.HasPrefix(firstValue(resp.Header["Content-Type"]), "text/event-stream")
 	hd := w.Header()
 	hd["Date"] = h.date.get(time.Now()) // PHP's own wins
 	for k, v := range resp.Header {
-		hd[k] = v
-	}
-	for _, k := range hiddenHeaders {
-		delete(hd, k)
+		if !hidden(k) {
+			hd[k] = v
+		}
 	}
 	w.idv[0] = x.requestID()
 	hd["X-Request-Id"] = w.idv[:1:1]

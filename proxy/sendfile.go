@@ -71,10 +71,10 @@ func locations(m map[string]string) []location {
 // whether with X-Accel-Redirect (else X-Sendfile). ok is false when the
 // response is served as PHP sent it.
 func (h *Handler) internalTarget(hd http.Header) (target string, accel, ok bool) {
-	if v := hd.Get("X-Accel-Redirect"); v != "" {
+	if v := firstValue(hd["X-Accel-Redirect"]); v != "" { // canonical keys
 		return v, true, true
 	}
-	if v := hd.Get("X-Sendfile"); v != "" && len(h.opts.SendfileDirs) > 0 {
+	if v := firstValue(hd["X-Sendfile"]); v != "" && len(h.opts.SendfileDirs) > 0 {
 		return v, false, true
 	}
 	return "", false, false
