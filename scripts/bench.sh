@@ -737,7 +737,7 @@ if has_workload h2-static && awk -v p="$(stat h2-static nginx-plain 2)" 'BEGIN {
 	notes[h2-static nginx-plain]+="delayed-ACK-bound (p50 >= 30 ms): not a fair baseline"
 fi
 
-printf '%-12s %-16s %10s %9s %9s %7s %7s %8s %8s\n' workload front req/s p50_ms p99_ms errors steal% front_us php_us
+printf '%-12s %-16s %10s %9s %9s %7s %7s %8s %8s %9s\n' workload front req/s p50_ms p99_ms errors steal% front_us php_us front/php
 stalls=0
 stolen=0
 for w in "${workloads[@]}"; do
@@ -758,15 +758,21 @@ for w in "${workloads[@]}"; do
 		fus=-
 		[ "$f" != limit ] && fus=$(awk 'NF && $1 != "-" { print $1 }' <<<"${cpu[$w $f]:-}" | median)
 		pus=$(awk 'NF && $2 != "-" { print $2 }' <<<"${cpu[$w $f]:-}" | median)
-		printf '%-12s %-16s %10.0f %9.2f %9.2f %7d %7s %8s %8s%s\n' "$w" "$f" \
-			"$(stat "$w" "$f" 1)" "$(stat "$w" "$f" 2)" "$(stat "$w" "$f" 3)" "$(stat "$w" "$f" 4)" "$st" "$fus" "$pus" "${note:+  $note}"
+		# Each round's ratio, then their median: php-fpm's work per request is
+		# fixed, so the ratio cancels the machine's speed of that round.
+		ratio=$(awk 'NF == 2 && $1 != "-" && $2 != "-" && $2 > 0 { printf "%.3f\n", $1 / $2 }' <<<"${cpu[$w $f]:-}")
+		[ -n "$ratio" ] && ratio=$(median <<<"$ratio")
+		printf '%-12s %-16s %10.0f %9.2f %9.2f %7d %7s %8s %8s %9s%s\n' "$w" "$f" \
+			"$(stat "$w" "$f" 1)" "$(stat "$w" "$f" 2)" "$(stat "$w" "$f" 3)" "$(stat "$w" "$f" 4)" "$st" "$fus" "$pus" "${ratio:--}" "${note:+  $note}"
 	done
 done
 echo "(median of $ROUNDS rounds; errors: non-2xx + socket errors + timeouts, summed; limit = fcgiload, no HTTP;"
 echo " steal%: the most CPU time the hypervisor took from this machine in one round, from /proc/stat;"
 echo " go-floor: internal/gofloor, fixed params and no routing: what a Go front costs before realroot's own work;"
 echo " front_us, php_us: CPU µs per request of the front (its processes) and of php-fpm, from /proc; the"
-echo " two cores bound every row, so a µs spent by one process is a µs the others lack)"
+echo " two cores bound every row, so a µs spent by one process is a µs the others lack;"
+echo " front/php: front_us over php_us, per round: php-fpm's work per request is fixed, so this compares"
+echo " fronts across rounds and runs whatever the machine's speed was)"
 if [ "$stolen" = 1 ]; then
 	echo "(stolen: a round lost over $STEAL_WARN% of the CPU to other guests: its front had less machine than the"
 	echo " others, so the ratios with that row are unreliable. Run again when the host is quieter.)"
