@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -299,31 +298,12 @@ func childProcs(parent int) map[int]string {
 }
 
 func procsWhere(match func(ppid, pgrp int) bool) map[int]string {
-	ents, _ := os.ReadDir("/proc")
 	procs := map[int]string{}
-	for _, e := range ents {
-		var pid int
-		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
-			continue
+	eachProc(func(p procStat) {
+		if match(p.ppid, p.pgrp) {
+			procs[p.pid] = p.state + " " + p.comm
 		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(data, ')')
-		j := bytes.IndexByte(data, '(')
-		if i < 0 || j < 0 {
-			continue
-		}
-		var state string
-		var ppid, pgrp int
-		if _, err := fmt.Sscan(string(data[i+1:]), &state, &ppid, &pgrp); err != nil {
-			continue
-		}
-		if match(ppid, pgrp) {
-			procs[pid] = state + " " + string(data[j+1:i])
-		}
-	}
+	})
 	return procs
 }
 

@@ -174,11 +174,28 @@ func groupUsage(pgid int) (procs int, rss int64) {
 // groupMembers returns the live (not zombie) processes of process group
 // pgid, from /proc.
 func groupMembers(pgid int) []int {
+	var pids []int
+	eachProc(func(p procStat) {
+		if p.pgrp == pgid && p.state != "Z" && p.state != "X" {
+			pids = append(pids, p.pid)
+		}
+	})
+	return pids
+}
+
+// procStat is what realroot reads of a process's /proc/PID/stat.
+type procStat struct {
+	pid, ppid, pgrp int
+	state, comm     string
+}
+
+// eachProc calls f for every process in /proc, zombies included; a process
+// gone meanwhile is skipped.
+func eachProc(f func(procStat)) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return nil
+		return
 	}
-	var pids []int
 	for _, e := range ents {
 		name := e.Name()
 		if name[0] < '0' || name[0] > '9' {
@@ -186,24 +203,23 @@ func groupMembers(pgid int) []int {
 		}
 		data, err := os.ReadFile("/proc/" + name + "/stat")
 		if err != nil {
-			continue // gone meanwhile
+			continue
 		}
 		// pid (comm) state ppid pgrp ...; comm may hold spaces and ')'.
 		i := bytes.LastIndexByte(data, ')')
-		if i < 0 {
+		j := bytes.IndexByte(data, '(')
+		if i < 0 || j < 0 || j > i {
 			continue
 		}
-		var state string
-		var pid, ppid, pgrp int
-		if _, err := fmt.Sscan(string(data[i+1:]), &state, &ppid, &pgrp); err != nil || pgrp != pgid {
+		p := procStat{comm: string(data[j+1 : i])}
+		if _, err := fmt.Sscan(string(data[i+1:]), &p.state, &p.ppid, &p.pgrp); err != nil {
 			continue
 		}
-		if state != "Z" && state != "X" {
-			fmt.Sscan(name, &pid)
-			pids = append(pids, pid)
+		if _, err := fmt.Sscan(name, &p.pid); err != nil {
+			continue
 		}
+		f(p)
 	}
-	return pids
 }
 
 // vmRSS returns the VmRSS of pid in bytes, 0 when unknown.
