@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -279,6 +280,20 @@ func (x *exchange) requestID() string {
 func (h *Handler) serve(w *recorder, r *http.Request, x *exchange) error {
 	if len(r.RequestURI) > h.opts.MaxURILength {
 		return &httpError{status: http.StatusRequestURITooLong, msg: "request target too long"}
+	}
+	if r.Method == http.MethodTrace {
+		// nginx refuses TRACE whatever the location: a script echoing
+		// the request back would hand cookies to cross-site scripts.
+		return &httpError{status: http.StatusMethodNotAllowed, msg: "TRACE is not allowed"}
+	}
+	if i := strings.IndexByte(r.RequestURI, '#'); i >= 0 {
+		// A fragment never belongs in a request target, but nginx takes
+		// the target to end there; Go keeps it in the path or query.
+		u, err := url.ParseRequestURI(r.RequestURI[:i])
+		if err != nil {
+			return &httpError{status: http.StatusBadRequest, msg: "bad request target", err: err}
+		}
+		r.URL = u
 	}
 	p, err := resolve.CleanPath(r.URL.Path)
 	if err != nil {

@@ -63,8 +63,10 @@ func TestHostileRequests(t *testing.T) {
 		fpm  bool   // whether php-fpm may be asked
 	}{
 		{"nul byte", "GET /index.php%00.jpg HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400", false},
-		{"dot-dot", "GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200", true}, // clamped to /etc/passwd in the release: front controller
-		{"encoded dot-dot", "GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200", true},
+		{"trace", "TRACE /index.php HTTP/1.1\r\nHost: x\r\nCookie: s=1\r\n\r\n", "HTTP/1.1 405", false}, // never echoed, as nginx
+		{"dot-dot", "GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400", false},         // above the root, as nginx
+		{"encoded dot-dot", "GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400", false},
+		{"dot-dot inside", "GET /a/../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200", true}, // /etc/passwd in the release: front controller
 		{"encoded slash", "GET /uploads%2fevil.jpg/x.php HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 404", false},
 		{"upload as script", "GET /uploads/evil.jpg/x.php HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 404", false},
 		{"long uri", "GET /" + strings.Repeat("a", 9000) + " HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 414", false},

@@ -98,7 +98,7 @@ func TestParams(t *testing.T) {
 			name: "path info", method: "GET", target: "/api.php/users/%C3%A9?x",
 			want: with("SCRIPT_FILENAME", root+"/api.php", "SCRIPT_NAME", "/api.php",
 				"PATH_INFO", "/users/é", "PATH_TRANSLATED", root+"/users/é",
-				"DOCUMENT_URI", "/api.php/users/é", "REQUEST_URI", "/api.php/users/%C3%A9?x",
+				"DOCUMENT_URI", "/api.php", "REQUEST_URI", "/api.php/users/%C3%A9?x",
 				"QUERY_STRING", "x", "REQUEST_METHOD", "GET"),
 		},
 		{

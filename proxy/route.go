@@ -44,7 +44,8 @@ type route struct {
 	// pathInfo is what follows the script name in the URL (PATH_INFO).
 	pathInfo string
 	// docURI is nginx's $document_uri: the URL path after index and
-	// try_files rewrites.
+	// try_files rewrites (a script's name without its PATH_INFO, as
+	// `try_files $fastcgi_script_name =404` leaves it).
 	docURI string
 	// info is the static file's stat (kindStatic only).
 	info fs.FileInfo
@@ -70,7 +71,7 @@ func (h *Handler) route(rel fileSystem, p string) (route, error) {
 		if !isFile(rel, script) {
 			return route{}, errNotFound("no such script")
 		}
-		return route{kind: kindPHP, name: script, pathInfo: pathInfo, docURI: p}, nil
+		return route{kind: kindPHP, name: script, pathInfo: pathInfo, docURI: script}, nil
 	}
 
 	fi, err := rel.Stat(p)

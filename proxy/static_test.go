@@ -64,8 +64,9 @@ func TestStatic(t *testing.T) {
 		{name: "missing", method: "GET", target: "/nope.css", status: 404},
 		{name: "nul", method: "GET", target: "/app.css%00.php", status: 400},
 		{name: "dotfile", method: "GET", target: "/.env", status: 404},
-		{name: "traversal", method: "GET", target: "/../../../../etc/passwd", status: 404},
-		{name: "encoded traversal", method: "GET", target: "/%2e%2e/%2e%2e/etc/passwd", status: 404},
+		{name: "traversal", method: "GET", target: "/../../../../etc/passwd", status: 400},
+		{name: "encoded traversal", method: "GET", target: "/%2e%2e/%2e%2e/etc/passwd", status: 400},
+		{name: "traversal inside", method: "GET", target: "/css/../../etc/passwd", status: 400},
 		{name: "directory redirect", method: "GET", target: "/?x=1", status: 403},
 	}
 	for _, tt := range tests {

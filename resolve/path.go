@@ -20,14 +20,18 @@ var (
 
 // CleanPath returns the cleaned form of an already %-decoded URL path: it
 // starts with "/", has no "." or ".." element, no doubled slash, and keeps a
-// trailing slash if the input had one. ".." can never climb above "/". It
-// returns ErrBadPath for a path with a NUL byte or one not starting with "/".
+// trailing slash if the input had one. It returns ErrBadPath for a path with
+// a NUL byte, one not starting with "/", and one whose ".." would climb above
+// "/" (nginx answers those 400 too).
 func CleanPath(urlPath string) (string, error) {
 	if !strings.HasPrefix(urlPath, "/") {
 		return "", fmt.Errorf("%w: %q does not start with /", ErrBadPath, urlPath)
 	}
 	if strings.IndexByte(urlPath, 0) >= 0 {
 		return "", fmt.Errorf("%w: %q has a NUL byte", ErrBadPath, urlPath)
+	}
+	if strings.Contains(urlPath, "..") && climbs(urlPath) {
+		return "", fmt.Errorf("%w: %q climbs above /", ErrBadPath, urlPath)
 	}
 	p := path.Clean(urlPath) // rooted: ".." stops at "/"
 	if urlPath[len(urlPath)-1] == '/' && p != "/" {
@@ -37,6 +41,31 @@ func CleanPath(urlPath string) (string, error) {
 		p += "/"
 	}
 	return p, nil
+}
+
+// climbs reports whether a ".." element of the rooted path p would go above
+// "/".
+func climbs(p string) bool {
+	depth := 0
+	for p != "" {
+		p = p[1:] // the slash
+		i := strings.IndexByte(p, '/')
+		if i < 0 {
+			i = len(p)
+		}
+		switch p[:i] {
+		case "", ".":
+		case "..":
+			if depth == 0 {
+				return true
+			}
+			depth--
+		default:
+			depth++
+		}
+		p = p[i:]
+	}
+	return false
 }
 
 // Path returns the file name of the cleaned URL path name inside r: r.Root +

@@ -24,10 +24,10 @@ func TestCleanPath(t *testing.T) {
 		{give: "/a/./b/.", want: "/a/b"},
 		{give: "/./", want: "/"},
 		{give: "/a/b/../c", want: "/a/c"},
-		{give: "/..", want: "/"},
-		{give: "/../../etc/passwd", want: "/etc/passwd"},
-		{give: "/a/../../b/", want: "/b/"},
 		{give: "/a/..", want: "/"},
+		{give: "/a/b/../../c/", want: "/c/"},
+		{give: "/a/./../b", want: "/b"},
+		{give: "/..a/b../x..", want: "/..a/b../x.."},
 		{give: "/a/b/..//", want: "/a/"},
 		{give: "/.../x", want: "/.../x"},
 		{give: "/a\\..\\b", want: "/a\\..\\b"}, // a backslash is a file name byte
@@ -35,6 +35,10 @@ func TestCleanPath(t *testing.T) {
 		{give: "a/b", wantErr: ErrBadPath},
 		{give: "../etc", wantErr: ErrBadPath},
 		{give: "/a\x00b", wantErr: ErrBadPath},
+		{give: "/..", wantErr: ErrBadPath},
+		{give: "/../../etc/passwd", wantErr: ErrBadPath},
+		{give: "/a/../../b/", wantErr: ErrBadPath},
+		{give: "//a/./../../b", wantErr: ErrBadPath},
 		{give: "/index.php\x00.jpg", wantErr: ErrBadPath},
 	}
 	for _, tt := range tests {
@@ -62,8 +66,8 @@ func FuzzCleanPath(f *testing.F) {
 			if !errors.Is(err, ErrBadPath) {
 				t.Fatalf("CleanPath(%q) error %v; want ErrBadPath", in, err)
 			}
-			if strings.HasPrefix(in, "/") && !strings.Contains(in, "\x00") {
-				t.Fatalf("CleanPath(%q) = %v; want no error for an absolute path without NUL", in, err)
+			if strings.HasPrefix(in, "/") && !strings.Contains(in, "\x00") && !climbsAbove(in) {
+				t.Fatalf("CleanPath(%q) = %v; want no error for an absolute path without NUL or climb", in, err)
 			}
 			return
 		}
@@ -86,6 +90,24 @@ func FuzzCleanPath(f *testing.F) {
 			t.Fatalf("CleanPath(%q) = %q, %v; want %q, nil (idempotent)", got, again, err, got)
 		}
 	})
+}
+
+// climbsAbove is the fuzz test's own answer to "does a .. of p go above /".
+func climbsAbove(p string) bool {
+	var stack []string
+	for _, el := range strings.Split(p, "/") {
+		switch el {
+		case "", ".":
+		case "..":
+			if len(stack) == 0 {
+				return true
+			}
+			stack = stack[:len(stack)-1]
+		default:
+			stack = append(stack, el)
+		}
+	}
+	return false
 }
 
 func TestReleasePath(t *testing.T) {
