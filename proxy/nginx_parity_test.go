@@ -31,19 +31,26 @@ import (
 // static file, or an error page) and every $_SERVER key PHP saw. Every
 // difference must be listed, exactly, in the case's diffs or in
 // parityGlobalDiffs: a new divergence fails the test, and so does a listed
-// one that went away.
+// one that went away. The cases of parityHTTPCases
+// (nginx_parity_static_test.go) are compared at the HTTP level too:
+// response headers, framing, body and interim responses, for static files,
+// request limits and PHP's own headers (parityCompareHTTP).
 //
 // nginx runs the server block README.md gives as realroot's nginx
 // equivalent ("What it does, in nginx terms"), inside the shape of
 // scripts/bench.sh's nginx.conf (temp prefix, pid, error_log and temp paths
-// inside it, access_log off, mime.types).
+// inside it, access_log off, mime.types), with gzip_static on when the
+// binary has it (startParityNginx).
 func TestNginxParity(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts nginx and php-fpm")
 	}
 	nginxBin := parityNginxBinary(t)
 
-	dir := newDeploy(t, paritySite, "r1")
+	site := maps.Clone(paritySite)
+	maps.Copy(site, parityStaticSite)
+	dir := newDeploy(t, site, "r1")
+	parityTouch(t, dir)
 	fpm := phpfpmtest.Start(t, phpfpmtest.Options{Workers: 4})
 	docroot := filepath.Join(dir, "current", "public")
 
@@ -59,18 +66,35 @@ func TestNginxParity(t *testing.T) {
 	rrAddr := rr.Listener.Addr().String()
 	root := rs.Current().Root
 
-	ngAddr := startParityNginx(t, nginxBin, docroot, fpm.Socket)
+	ngAddr, gzipStatic := startParityNginx(t, nginxBin, docroot, fpm.Socket)
 
+	cases := slices.Clone(parityCases)
+	for _, c := range parityHTTPCases {
+		c.full = true
+		if !gzipStatic && c.noGzipStatic != nil {
+			c.diffs = c.noGzipStatic
+		}
+		cases = append(cases, c)
+	}
 	seenGlobal := map[string]bool{}
-	for _, c := range parityCases {
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			c.target = parityVars.Replace(c.target)
+			c.header = slices.Clone(c.header)
+			for i, h := range c.header {
+				c.header[i] = parityVars.Replace(h)
+			}
 			ng := parityDo(t, ngAddr, c)
 			re := parityDo(t, rrAddr, c)
 			norm := func(s string) string {
 				s = strings.ReplaceAll(s, root, "$ROOT")
 				return strings.ReplaceAll(s, dir, "$DEPLOY")
 			}
-			got := parityCompare(ng.normalize(c, norm), re.normalize(c, norm))
+			ng, re = ng.normalize(c, norm), re.normalize(c, norm)
+			got := parityCompare(ng, re)
+			if c.full {
+				got = append(got, parityCompareHTTP(c, ng, re)...)
+			}
 			var diffs []string
 			for _, d := range got {
 				if parityGlobalDiffs[d] && ng.php && re.php {
@@ -94,9 +118,9 @@ func TestNginxParity(t *testing.T) {
 			}
 			switch {
 			case t.Failed():
-				t.Logf("%s %s\nnginx:    %s\nrealroot: %s", c.method(), c.target, ng.summary(), re.summary())
+				t.Logf("%s %.200s\nnginx:    %s\nrealroot: %s", c.method(), c.target, ng.summary(), re.summary())
 			case testing.Verbose():
-				t.Logf("%s %s: nginx %d %s; realroot %d %s; %d known diffs",
+				t.Logf("%s %.200s: nginx %d %s; realroot %d %s; %d known diffs",
 					c.method(), c.target, ng.status, norm(ng.what), re.status, norm(re.what), len(want))
 			}
 		})
@@ -152,7 +176,14 @@ type parityCase struct {
 	proto  string   // "" means HTTP/1.1
 	header []string // raw header lines; Host: 127.0.0.1:PORT is added unless one is given
 	body   string   // sent with Content-Length unless a Transfer-Encoding header is given
-	diffs  []string // every expected difference, as parityCompare writes it
+	diffs  []string // every expected difference, as parityCompare (or parityCompareHTTP) writes it
+
+	// For parityHTTPCases (nginx_parity_static_test.go), compared by
+	// parityCompareHTTP too:
+	full         bool     // set for each of parityHTTPCases
+	multipart    bool     // a multipart range answer: status and type only
+	freeFraming  bool     // PHP sends no length: Content-Length or chunked is each front's choice
+	noGzipStatic []string // diffs instead, when nginx lacks gzip_static
 }
 
 func (c parityCase) method() string {
@@ -341,7 +372,10 @@ type parityAnswer struct {
 	php      bool              // PHP answered (params are its $_SERVER and extras)
 	params   map[string]string // PHP's dump
 	port     string
-	raw      string
+	raw      string // the body as sent
+	header   http.Header
+	framing  string // "length", "chunked" or "none" (no length: to the close, or no body)
+	interim  []int  // 1xx statuses before the answer
 }
 
 func (a parityAnswer) summary() string {
@@ -350,11 +384,17 @@ func (a parityAnswer) summary() string {
 	if a.location != "" {
 		fmt.Fprintf(&b, " Location: %s", a.location)
 	}
+	fmt.Fprintf(&b, " framing %s, interim %v", a.framing, a.interim)
+	for _, k := range slices.Sorted(maps.Keys(a.header)) {
+		if k != "X-Dump" {
+			fmt.Fprintf(&b, "\n    %s: %.200q", k, a.header[k])
+		}
+	}
 	for _, k := range slices.Sorted(maps.Keys(a.params)) {
-		fmt.Fprintf(&b, "\n    %s=%s", k, a.params[k])
+		fmt.Fprintf(&b, "\n    %s=%.200s", k, a.params[k])
 	}
 	if !a.php && a.what == "other" {
-		fmt.Fprintf(&b, "\n    body %q", a.raw)
+		fmt.Fprintf(&b, "\n    body %.300q", a.raw)
 	}
 	return b.String()
 }
@@ -362,6 +402,13 @@ func (a parityAnswer) summary() string {
 // normalize rewrites what legitimately differs between two servers.
 func (a parityAnswer) normalize(c parityCase, norm func(string) string) parityAnswer {
 	a.location = strings.ReplaceAll(a.location, ":"+a.port, ":PORT")
+	hd := make(http.Header, len(a.header))
+	for k, vs := range a.header {
+		for _, v := range vs {
+			hd[k] = append(hd[k], strings.ReplaceAll(v, ":"+a.port, ":PORT"))
+		}
+	}
+	a.header = hd
 	a.what = norm(a.what)
 	p := make(map[string]string, len(a.params))
 	for k, v := range a.params {
@@ -435,7 +482,7 @@ func parityDo(t *testing.T, addr string, c parityCase) parityAnswer {
 		proto = "HTTP/1.1"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s %s\r\n", c.method(), c.target, proto)
+	fmt.Fprintf(&b, "%s %s %s\r\n", c.method(), strings.ReplaceAll(c.target, "{{addr}}", addr), proto)
 	if !c.sendsHeader("Host") {
 		fmt.Fprintf(&b, "Host: %s\r\n", addr)
 	}
@@ -457,12 +504,25 @@ func parityDo(t *testing.T, addr string, c parityCase) parityAnswer {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(conn, b.String()); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: c.method()})
-	if err != nil {
-		t.Fatalf("%s: reading response: %v", addr, err)
+	// Written while the answer is read: a front may answer (413) before
+	// it read the request, and stop reading; a write error then is no
+	// failure, only a missing answer is.
+	written := make(chan error, 1)
+	go func() { _, err := io.WriteString(conn, b.String()); written <- err }()
+	defer func() { conn.Close(); <-written }()
+	br := bufio.NewReader(conn)
+	var interim []int
+	var resp *http.Response
+	for {
+		var err error
+		resp, err = http.ReadResponse(br, &http.Request{Method: c.method()})
+		if err != nil {
+			t.Fatalf("%s: reading response: %v", addr, err)
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode < 100 {
+			break
+		}
+		interim = append(interim, resp.StatusCode)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -470,7 +530,13 @@ func parityDo(t *testing.T, addr string, c parityCase) parityAnswer {
 		t.Fatalf("%s: reading body: %v", addr, err)
 	}
 	a := parityAnswer{status: resp.StatusCode, location: resp.Header.Get("Location"), port: port, raw: string(body),
-		ctype: resp.Header.Get("Content-Type")}
+		ctype: resp.Header.Get("Content-Type"), header: resp.Header, interim: interim, framing: "none"}
+	switch {
+	case slices.Contains(resp.TransferEncoding, "chunked"):
+		a.framing = "chunked"
+	case resp.Header.Get("Content-Length") != "":
+		a.framing = "length"
+	}
 	if x := resp.Header.Get("X-Dump"); x != "" && len(body) == 0 {
 		dec, err := base64.StdEncoding.DecodeString(x)
 		if err != nil {
@@ -491,8 +557,12 @@ func parityDo(t *testing.T, addr string, c parityCase) parityAnswer {
 		a.what = "static " + strings.TrimSpace(string(body[len("STATIC "):]))
 	case bytes.HasPrefix(body, []byte("<?php")):
 		a.what = "php source"
+	case bytes.HasPrefix(body, []byte("PHPOUT ")):
+		a.what = "php output " + strings.TrimSpace(string(body[len("PHPOUT "):]))
 	case c.method() == "HEAD" && resp.StatusCode == 200:
 		a.what = "head, Content-Length " + resp.Header.Get("Content-Length")
+	case len(body) == 0 && resp.StatusCode < 300:
+		a.what = "empty"
 	default:
 		a.what = "other"
 	}
@@ -520,7 +590,8 @@ func parityNginxBinary(t *testing.T) string {
 // parityNginxConf is README.md's server block ("What it does, in nginx
 // terms"), verbatim but for the paths and with Debian's fastcgi_params, in
 // scripts/bench.sh's nginx.conf shape (one worker, daemon off, everything in
-// the temp prefix; user root when run as root).
+// the temp prefix; user root when run as root), plus gzip_static on when the
+// binary has it (startParityNginx).
 const parityNginxConf = `{{user}}worker_processes 1;
 daemon off;
 pid {{prefix}}/nginx.pid;
@@ -531,6 +602,7 @@ http {
 	default_type application/octet-stream;
 	access_log off;
 	sendfile on;
+	{{gzip_static}}
 	client_body_temp_path {{prefix}}/body;
 	fastcgi_temp_path {{prefix}}/fastcgi;
 	proxy_temp_path {{prefix}}/proxy;
@@ -557,10 +629,19 @@ http {
 `
 
 // startParityNginx starts nginx serving root through the php-fpm at sock,
-// on a free port of 127.0.0.1, and returns its address. t.Cleanup stops it.
-func startParityNginx(t *testing.T, bin, root, sock string) string {
+// on a free port of 127.0.0.1, and returns its address, and whether it has
+// gzip_static (then on: docs/migrating.md maps it to realroot's built-in
+// precompressed siblings; Debian's nginx-light may lack the module).
+// t.Cleanup stops it.
+func startParityNginx(t *testing.T, bin, root, sock string) (addr string, gzipStatic bool) {
 	t.Helper()
 	prefix := t.TempDir()
+	v, _ := exec.Command(bin, "-V").CombinedOutput()
+	gzipStatic = bytes.Contains(v, []byte("--with-http_gzip_static_module"))
+	gz := "# no gzip_static module"
+	if gzipStatic {
+		gz = "gzip_static on;"
+	}
 	types := "types { text/html html; text/css css; text/plain txt; }"
 	if _, err := os.Stat("/etc/nginx/mime.types"); err == nil {
 		types = "include /etc/nginx/mime.types;"
@@ -577,11 +658,11 @@ func startParityNginx(t *testing.T, bin, root, sock string) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := l.Addr().String()
+		addr = l.Addr().String()
 		_, port, _ := net.SplitHostPort(addr)
 		l.Close()
 		conf := strings.NewReplacer("{{user}}", user, "{{prefix}}", prefix, "{{types}}", types,
-			"{{port}}", port, "{{root}}", root, "{{sock}}", sock).Replace(parityNginxConf)
+			"{{port}}", port, "{{root}}", root, "{{sock}}", sock, "{{gzip_static}}", gz).Replace(parityNginxConf)
 		confPath := filepath.Join(prefix, "nginx.conf")
 		errLog := filepath.Join(prefix, "error.log")
 		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
@@ -610,7 +691,7 @@ func startParityNginx(t *testing.T, bin, root, sock string) string {
 		if ready {
 			// nginx's master stops its workers before it exits.
 			t.Cleanup(stop)
-			return addr
+			return addr, gzipStatic
 		}
 		stop()
 		log, _ := os.ReadFile(errLog)
@@ -620,7 +701,7 @@ func startParityNginx(t *testing.T, bin, root, sock string) string {
 		}
 	}
 	t.Fatalf("nginx did not start:\n%s", lastErr)
-	return ""
+	return "", false
 }
 
 // parityWaitPort waits up to 5s for addr to accept a connection; false when

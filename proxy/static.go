@@ -70,7 +70,7 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 	full := x.rel.Path(served)
 	if sfi != nil && sfi.Size() <= cacheFileMax {
 		if e := h.files.get(full, sfi); e != nil {
-			serveCached(w, r, e, h.date.get(x.start))
+			serveCached(w, r, e, h.date.get(x.start), served == name)
 			return nil
 		}
 	}
@@ -88,20 +88,32 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 		return errNotFound("not a regular file")
 	}
 	if e := h.files.fill(full, f, fi); e != nil {
-		serveCached(w, r, e, h.date.get(x.start))
+		serveCached(w, r, e, h.date.get(x.start), served == name)
 		return nil
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return &httpError{status: http.StatusInternalServerError, msg: "cannot read file", err: err}
 	}
+	hd.Set("ETag", etag(fi.ModTime().Unix(), fi.Size()))
 	if served != name {
 		// http.ServeContent sets no length once Content-Encoding is set;
 		// the sibling is served whole (never a range), its size known.
 		hd.Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+		http.ServeContent(noRanges{w}, r, "", fi.ModTime(), f)
+		return nil
 	}
-	hd.Set("ETag", etag(fi.ModTime().Unix(), fi.Size()))
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	return nil
+}
+
+// noRanges drops the Accept-Ranges that http.ServeContent sets: a
+// precompressed sibling is served whole, and a range request gets a range of
+// the file itself, so ranges of the sibling must not be offered.
+type noRanges struct{ *recorder }
+
+func (w noRanges) WriteHeader(status int) {
+	w.Header().Del("Accept-Ranges")
+	w.recorder.WriteHeader(status)
 }
 
 // conditionalHeaders are the request headers that make a static answer
@@ -113,8 +125,9 @@ var acceptRanges = []string{"bytes"}[:1:1]
 // serveCached serves a file from memory. The usual request, which asks for
 // the whole file unconditionally, gets the headers http.ServeContent would
 // set and the body in one write with them; any other goes through
-// ServeContent (ranges, 304, 412).
-func serveCached(w *recorder, r *http.Request, e *cachedFile, date []string) {
+// ServeContent (ranges, 304, 412). ranges is false for a precompressed
+// sibling: no Accept-Ranges.
+func serveCached(w *recorder, r *http.Request, e *cachedFile, date []string, ranges bool) {
 	hd := w.Header()
 	hd["Etag"] = e.etagV
 	// ServeContent replaces or drops it, but keeps it for a precompressed
@@ -122,6 +135,10 @@ func serveCached(w *recorder, r *http.Request, e *cachedFile, date []string) {
 	hd["Content-Length"] = e.length
 	for _, k := range conditionalHeaders {
 		if _, ok := r.Header[k]; ok {
+			if !ranges {
+				http.ServeContent(noRanges{w}, r, "", e.fi.ModTime(), bytes.NewReader(e.data))
+				return
+			}
 			http.ServeContent(w, r, "", e.fi.ModTime(), bytes.NewReader(e.data))
 			return
 		}
@@ -130,7 +147,9 @@ func serveCached(w *recorder, r *http.Request, e *cachedFile, date []string) {
 	if e.lastModified != nil {
 		hd["Last-Modified"] = e.lastModified
 	}
-	hd["Accept-Ranges"] = acceptRanges
+	if ranges {
+		hd["Accept-Ranges"] = acceptRanges
+	}
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		w.Write(e.data)

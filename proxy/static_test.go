@@ -48,7 +48,14 @@ func TestStatic(t *testing.T) {
 		{name: "range", method: "GET", target: "/app.css", header: http.Header{"Range": {"bytes=0-3"}}, status: 206, body: "body",
 			wantHdrs: map[string]string{"Content-Range": "bytes 0-3/1024"}},
 		{name: "gzip sibling", method: "GET", target: "/app.css", header: http.Header{"Accept-Encoding": {"gzip, deflate"}}, status: 200, body: "GZ",
-			wantHdrs: map[string]string{"Content-Encoding": "gzip", "Vary": "Accept-Encoding", "Content-Type": "text/css; charset=utf-8", "Content-Length": "2"}},
+			wantHdrs: map[string]string{"Content-Encoding": "gzip", "Vary": "Accept-Encoding", "Content-Type": "text/css; charset=utf-8", "Content-Length": "2",
+				"Accept-Ranges": ""}}, // a range is of app.css itself: none offered of the sibling
+		{name: "gzip sibling again", method: "GET", target: "/app.css", header: http.Header{"Accept-Encoding": {"gzip"}}, status: 200, body: "GZ",
+			wantHdrs: map[string]string{"Content-Encoding": "gzip", "Accept-Ranges": ""}}, // from the file cache
+		{name: "gzip sibling conditional", method: "GET", target: "/app.css", header: http.Header{"Accept-Encoding": {"gzip"}, "If-None-Match": {`"0-0"`}},
+			status: 200, body: "GZ", wantHdrs: map[string]string{"Content-Encoding": "gzip", "Accept-Ranges": ""}}, // through ServeContent
+		{name: "plain offers ranges", method: "GET", target: "/app.css", status: 200, body: css,
+			wantHdrs: map[string]string{"Accept-Ranges": "bytes"}},
 		{name: "brotli preferred", method: "GET", target: "/app.js", header: http.Header{"Accept-Encoding": {"gzip, br"}}, status: 200, body: "BR",
 			wantHdrs: map[string]string{"Content-Encoding": "br"}},
 		{name: "brotli refused by q=0", method: "GET", target: "/app.js", header: http.Header{"Accept-Encoding": {"br;q=0, gzip"}}, status: 200, body: "GZ",
