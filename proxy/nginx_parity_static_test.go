@@ -3,11 +3,9 @@ package proxy
 import (
 	"fmt"
 	"io/fs"
-	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -252,14 +250,7 @@ func parityCompareHTTP(c parityCase, ng, re parityAnswer) []string {
 	page := ng.errorPage() || re.errorPage()
 	// A PHP dump's length is its params', compared by parityCompare.
 	free := c.freeFraming || ng.php && re.php
-	keys := slices.Collect(maps.Keys(ng.header))
-	for k := range re.header {
-		if _, ok := ng.header[k]; !ok {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range unionKeys(ng.header, re.header) {
 		if parityIgnoredHeaders[k] || page && parityPageHeaders[k] || free && k == "Content-Length" {
 			continue
 		}

@@ -219,14 +219,7 @@ func parityCompare(ng, re parityAnswer) []string {
 		diff("content-type", fmt.Sprintf("%q", ng.ctype), fmt.Sprintf("%q", re.ctype))
 	}
 	if ng.php && re.php {
-		keys := slices.Collect(maps.Keys(ng.params))
-		for k := range re.params {
-			if _, ok := ng.params[k]; !ok {
-				keys = append(keys, k)
-			}
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
+		for _, k := range unionKeys(ng.params, re.params) {
 			a, aok := ng.params[k]
 			b, bok := re.params[k]
 			qa, qb := "<unset>", "<unset>"
@@ -240,6 +233,18 @@ func parityCompare(ng, re parityAnswer) []string {
 		}
 	}
 	return d
+}
+
+// unionKeys returns the keys of a and b, sorted, each once.
+func unionKeys[M ~map[string]V, V any](a, b M) []string {
+	keys := slices.Collect(maps.Keys(a))
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // parityDo sends c to addr on a new connection, as raw HTTP/1.x.
