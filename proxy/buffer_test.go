@@ -144,6 +144,41 @@ func TestBufferedStreamsEvents(t *testing.T) {
 // is a clean 502 (php-fpm's truncation), a longer one is cut at the
 // declared length as nginx does, in memory and from a temp file alike,
 // and the connection stays in step. HEAD gets no made-up Content-Length.
+// TestStreamedContentLength: without buffering too, a body longer than PHP's
+// Content-Length is cut at it, within the first read or after many, and the
+// connection stays usable.
+func TestStreamedContentLength(t *testing.T) {
+	big := strings.Repeat("0123456789", 20_000) // 200 KB: many reads
+	ts := newFakeServer(t, Options{}, func(req *fcgitest.Request, w io.Writer) error {
+		body, n := "0123456789", 4
+		if req.Params["SCRIPT_NAME"] == "/big.php" {
+			body, n = big, 150_003
+		}
+		fmt.Fprintf(w, "Content-Length: %d\r\n\r\n%s", n, body)
+		return nil
+	})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	for _, tt := range []struct{ script, want string }{
+		{"/index.php", "0123"}, {"/big.php", big[:150_003]}, {"/index.php", "0123"},
+	} {
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", tt.script)
+		resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatalf("%s: %v", tt.script, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != 200 || string(b) != tt.want {
+			t.Fatalf("%s: %d, %d bytes, %v; want 200 and %d bytes", tt.script, resp.StatusCode, len(b), err, len(tt.want))
+		}
+	}
+}
+
 func TestBufferedContentLength(t *testing.T) {
 	big := strings.Repeat("0123456789", 20_000) // 200 KB: past BufferMemory, into a file
 	ts := newFakeServer(t, Options{BufferResponses: true, BufferMemory: 64 << 10},

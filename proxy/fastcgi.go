@@ -119,10 +119,32 @@ func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.R
 	if !bodyAllowed(resp.Status) {
 		return discard(resp, err)
 	}
+	left := declaredLength(w.Header(), r)
 	for {
+		if left >= 0 && int64(n) > left {
+			// PHP wrote more than its Content-Length: the client gets what
+			// was declared and the rest is dropped, as nginx does ("upstream
+			// sent more data than specified"). The server would refuse the
+			// whole write that crosses the length.
+			if _, werr := w.Write(buf[:left]); werr != nil {
+				return &httpError{status: StatusClientClosed, msg: "client closed request", err: werr}
+			}
+			h.log.Warn("php-fpm response longer than its Content-Length: cut",
+				zap.String("content_length", w.Header().Get("Content-Length")),
+				zap.String("uri", r.RequestURI), zap.String("request_id", x.requestID()))
+			if err == nil {
+				// The client's answer is whole: a failure reading the rest
+				// only keeps the connection from going back to the pool.
+				io.Copy(io.Discard, resp.Body)
+			}
+			return nil
+		}
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return &httpError{status: StatusClientClosed, msg: "client closed request", err: werr}
+			}
+			if left >= 0 {
+				left -= int64(n)
 			}
 		}
 		if errors.Is(err, io.EOF) {
@@ -190,6 +212,20 @@ func (h *Handler) sendBuffered(w *recorder, r *http.Request, x *exchange, resp *
 		return &httpError{status: StatusClientClosed, msg: "client closed request", err: err}
 	}
 	return nil
+}
+
+// declaredLength is the body length PHP declared in hd (its Content-Length),
+// or -1: none, none that parses, a HEAD or a chunked body.
+func declaredLength(hd http.Header, r *http.Request) int64 {
+	cl := hd["Content-Length"]
+	if len(cl) != 1 || r.Method == http.MethodHead || hd["Transfer-Encoding"] != nil {
+		return -1
+	}
+	n, err := strconv.ParseInt(cl[0], 10, 64)
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
 }
 
 // bodyAllowed reports whether a response with status may have a body

@@ -382,6 +382,7 @@ http {
 	proxy_temp_path {{prefix}}/proxy;
 	scgi_temp_path {{prefix}}/scgi;
 	uwsgi_temp_path {{prefix}}/uwsgi;
+	{{extra}}
 	server {
 		listen 127.0.0.1:{{port}};
 		root {{root}};
@@ -408,6 +409,13 @@ http {
 // precompressed siblings; Debian's nginx-light may lack the module).
 // t.Cleanup stops it.
 func startParityNginx(t *testing.T, bin, root, sock string) (addr string, gzipStatic bool) {
+	t.Helper()
+	return startParityNginxExtra(t, bin, root, sock, "")
+}
+
+// startParityNginxExtra is startParityNginx with extra directives in the
+// http block (e.g. "fastcgi_read_timeout 1s;"), inherited by the server.
+func startParityNginxExtra(t *testing.T, bin, root, sock, extra string) (addr string, gzipStatic bool) {
 	t.Helper()
 	prefix := t.TempDir()
 	v, _ := exec.Command(bin, "-V").CombinedOutput()
@@ -436,7 +444,8 @@ func startParityNginx(t *testing.T, bin, root, sock string) (addr string, gzipSt
 		_, port, _ := net.SplitHostPort(addr)
 		l.Close()
 		conf := strings.NewReplacer("{{user}}", user, "{{prefix}}", prefix, "{{types}}", types,
-			"{{port}}", port, "{{root}}", root, "{{sock}}", sock, "{{gzip_static}}", gz).Replace(parityNginxConf)
+			"{{port}}", port, "{{root}}", root, "{{sock}}", sock, "{{gzip_static}}", gz,
+			"{{extra}}", extra).Replace(parityNginxConf)
 		confPath := filepath.Join(prefix, "nginx.conf")
 		errLog := filepath.Join(prefix, "error.log")
 		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
