@@ -115,11 +115,13 @@ func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.R
 	if err != nil && !errors.Is(err, io.EOF) {
 		return upstreamError(err, r.Context().Err() != nil)
 	}
+	// Before WriteHeader: a Header call after it copies the map.
+	left := declaredLength(w.Header(), r)
+	declared := left
 	w.WriteHeader(resp.Status)
 	if !bodyAllowed(resp.Status) {
 		return discard(resp, err)
 	}
-	left := declaredLength(w.Header(), r)
 	for {
 		if left >= 0 && int64(n) > left {
 			// PHP wrote more than its Content-Length: the client gets what
@@ -130,7 +132,7 @@ func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.R
 				return &httpError{status: StatusClientClosed, msg: "client closed request", err: werr}
 			}
 			h.log.Warn("php-fpm response longer than its Content-Length: cut",
-				zap.String("content_length", w.Header().Get("Content-Length")),
+				zap.Int64("content_length", declared),
 				zap.String("uri", r.RequestURI), zap.String("request_id", x.requestID()))
 			if err == nil {
 				// The client's answer is whole: a failure reading the rest
