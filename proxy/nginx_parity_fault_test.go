@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"realroot/internal/nginxtest"
 	"realroot/internal/phpfpmtest"
 	"realroot/proxy/fcgi"
 )
@@ -48,7 +49,7 @@ func TestNginxParityFault(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts nginx and php-fpm")
 	}
-	nginxBin := parityNginxBinary(t)
+	nginxtest.Require(t)
 
 	dir := newDeploy(t, parityFaultSite, "r1")
 	docroot := filepath.Join(dir, "current", "public")
@@ -73,7 +74,7 @@ func TestNginxParityFault(t *testing.T) {
 	type front struct{ ng, rr string }
 	pair := func(sock string, timeout time.Duration) front {
 		s := fmt.Sprint(int(timeout / time.Second))
-		ng, _ := startParityNginxExtra(t, nginxBin, docroot, sock, fmt.Sprintf(
+		ng, _ := startParityNginxExtra(t, docroot, sock, fmt.Sprintf(
 			"fastcgi_connect_timeout %ss; fastcgi_send_timeout %ss; fastcgi_read_timeout %ss;", s, s, s))
 		c := &fcgi.Client{Network: "unix", Address: sock, DialTimeout: timeout, WriteTimeout: timeout,
 			ReadTimeout: timeout, IdleTimeout: 500 * time.Millisecond}

@@ -5,21 +5,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"realroot/internal/nginxtest"
 	"realroot/internal/phpfpmtest"
 	"realroot/proxy/fcgi"
 )
@@ -37,15 +34,15 @@ import (
 // request limits and PHP's own headers (parityCompareHTTP).
 //
 // nginx runs the server block README.md gives as realroot's nginx
-// equivalent ("What it does, in nginx terms"), inside the shape of
-// scripts/bench.sh's nginx.conf (temp prefix, pid, error_log and temp paths
-// inside it, access_log off, mime.types), with gzip_static on when the
-// binary has it (startParityNginx).
+// equivalent ("What it does, in nginx terms"), started by internal/nginxtest
+// in the shape of scripts/bench.sh's nginx.conf (temp prefix, pid, error_log
+// and temp paths inside it, access_log off, mime.types), with gzip_static on
+// when the binary has it (startParityNginx).
 func TestNginxParity(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts nginx and php-fpm")
 	}
-	nginxBin := parityNginxBinary(t)
+	nginxtest.Require(t)
 
 	site := maps.Clone(paritySite)
 	maps.Copy(site, parityStaticSite)
@@ -66,7 +63,7 @@ func TestNginxParity(t *testing.T) {
 	rrAddr := rr.Listener.Addr().String()
 	root := rs.Current().Root
 
-	ngAddr, gzipStatic := startParityNginx(t, nginxBin, docroot, fpm.Socket)
+	ngAddr, gzipStatic := startParityNginx(t, docroot, fpm.Socket)
 
 	cases := slices.Clone(parityCases)
 	for _, c := range parityHTTPCases {
@@ -343,45 +340,15 @@ func parityDo(t *testing.T, addr string, c parityCase) parityAnswer {
 	return a
 }
 
-// parityNginxBinary finds nginx; without it the test skips, or fails under
-// CI=true (as internal/phpfpmtest does for php-fpm).
-func parityNginxBinary(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p
-	}
-	if fi, err := os.Stat("/usr/sbin/nginx"); err == nil && fi.Mode()&0o111 != 0 {
-		return "/usr/sbin/nginx"
-	}
-	err := errors.New("nginx not found: run scripts/deps.sh")
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%v (CI=true: not skipping)", err)
-	}
-	t.Skip(err)
-	return ""
-}
-
 // parityNginxConf is README.md's server block ("What it does, in nginx
-// terms"), verbatim but for the paths and with Debian's fastcgi_params, in
-// scripts/bench.sh's nginx.conf shape (one worker, daemon off, everything in
-// the temp prefix; user root when run as root), plus gzip_static on when the
-// binary has it (startParityNginx).
-const parityNginxConf = `{{user}}worker_processes 1;
-daemon off;
-pid {{prefix}}/nginx.pid;
-error_log {{prefix}}/error.log warn;
-events { worker_connections 64; }
-http {
-	{{types}}
-	default_type application/octet-stream;
-	access_log off;
+// terms"), verbatim but for the paths and with Debian's fastcgi_params,
+// inside the http block internal/nginxtest writes in scripts/bench.sh's
+// nginx.conf shape (one worker, daemon off, everything in the temp prefix;
+// user root when run as root; mime.types; access_log off), plus sendfile
+// and gzip_static on when the binary has it (startParityNginx).
+const parityNginxConf = `
 	sendfile on;
 	{{gzip_static}}
-	client_body_temp_path {{prefix}}/body;
-	fastcgi_temp_path {{prefix}}/fastcgi;
-	proxy_temp_path {{prefix}}/proxy;
-	scgi_temp_path {{prefix}}/scgi;
-	uwsgi_temp_path {{prefix}}/uwsgi;
 	{{extra}}
 	server {
 		listen 127.0.0.1:{{port}};
@@ -400,107 +367,28 @@ http {
 			fastcgi_pass unix:{{sock}};
 		}
 	}
-}
 `
 
-// startParityNginx starts nginx serving root through the php-fpm at sock,
-// on a free port of 127.0.0.1, and returns its address, and whether it has
-// gzip_static (then on: docs/migrating.md maps it to realroot's built-in
-// precompressed siblings; Debian's nginx-light may lack the module).
-// t.Cleanup stops it.
-func startParityNginx(t *testing.T, bin, root, sock string) (addr string, gzipStatic bool) {
+// startParityNginx starts nginx (internal/nginxtest) serving root through
+// the php-fpm at sock, on a free port of 127.0.0.1, and returns its address,
+// and whether it has gzip_static (then on: docs/migrating.md maps it to
+// realroot's built-in precompressed siblings; Debian's nginx-light may lack
+// the module). t.Cleanup stops it.
+func startParityNginx(t *testing.T, root, sock string) (addr string, gzipStatic bool) {
 	t.Helper()
-	return startParityNginxExtra(t, bin, root, sock, "")
+	return startParityNginxExtra(t, root, sock, "")
 }
 
 // startParityNginxExtra is startParityNginx with extra directives in the
 // http block (e.g. "fastcgi_read_timeout 1s;"), inherited by the server.
-func startParityNginxExtra(t *testing.T, bin, root, sock, extra string) (addr string, gzipStatic bool) {
+func startParityNginxExtra(t *testing.T, root, sock, extra string) (addr string, gzipStatic bool) {
 	t.Helper()
-	prefix := t.TempDir()
-	v, _ := exec.Command(bin, "-V").CombinedOutput()
-	gzipStatic = bytes.Contains(v, []byte("--with-http_gzip_static_module"))
+	gzipStatic = nginxtest.HasModule("gzip_static")
 	gz := "# no gzip_static module"
 	if gzipStatic {
 		gz = "gzip_static on;"
 	}
-	types := "types { text/html html; text/css css; text/plain txt; }"
-	if _, err := os.Stat("/etc/nginx/mime.types"); err == nil {
-		types = "include /etc/nginx/mime.types;"
-	}
-	user := ""
-	if os.Geteuid() == 0 {
-		// nginx's workers would run as nobody, who cannot enter the
-		// test's 0700 temp dirs.
-		user = "user root;\n"
-	}
-	var lastErr string
-	for attempt := 0; attempt < 5; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr = l.Addr().String()
-		_, port, _ := net.SplitHostPort(addr)
-		l.Close()
-		conf := strings.NewReplacer("{{user}}", user, "{{prefix}}", prefix, "{{types}}", types,
-			"{{port}}", port, "{{root}}", root, "{{sock}}", sock, "{{gzip_static}}", gz,
-			"{{extra}}", extra).Replace(parityNginxConf)
-		confPath := filepath.Join(prefix, "nginx.conf")
-		errLog := filepath.Join(prefix, "error.log")
-		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		os.Remove(errLog)
-		var out phpfpmtest.Buffer
-		cmd := exec.Command(bin, "-p", prefix, "-c", confPath, "-e", errLog)
-		cmd.Stdout, cmd.Stderr = &out, &out
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start nginx: %v", err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		stop := func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(5 * time.Second):
-				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-				<-exited
-			}
-		}
-		ready := parityWaitPort(addr, exited)
-		if ready {
-			// nginx's master stops its workers before it exits.
-			t.Cleanup(stop)
-			return addr, gzipStatic
-		}
-		stop()
-		log, _ := os.ReadFile(errLog)
-		lastErr = string(log) + out.String()
-		if !strings.Contains(lastErr, "in use") {
-			break
-		}
-	}
-	t.Fatalf("nginx did not start:\n%s", lastErr)
-	return "", false
-}
-
-// parityWaitPort waits up to 5s for addr to accept a connection; false when
-// it does not, or the process exits first.
-func parityWaitPort(addr string, exited <-chan struct{}) bool {
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
-		select {
-		case <-exited:
-			return false
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-			c.Close()
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return false
+	conf := strings.NewReplacer("{{root}}", root, "{{sock}}", sock, "{{gzip_static}}", gz,
+		"{{extra}}", extra).Replace(parityNginxConf)
+	return nginxtest.Start(t, nginxtest.Options{HTTP: conf}).Addr, gzipStatic
 }

@@ -1,0 +1,146 @@
+package nginxtest
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestStartServesAndStopLeavesNothing(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "a.txt"), []byte("hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := Start(t, Options{HTTP: fmt.Sprintf(`
+	server {
+		listen 127.0.0.1:{{port}};
+		root %s;
+		access_log {{prefix}}/access.log;
+	}`, root)})
+	if _, port, _ := net.SplitHostPort(srv.Addr); port != srv.Port || !strings.HasPrefix(srv.Addr, "127.0.0.1:") {
+		t.Errorf("Addr %q, Port %q", srv.Addr, srv.Port)
+	}
+	resp, err := http.Get("http://" + srv.Addr + "/a.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "hello\n" || resp.Header.Get("Content-Type") != "text/plain" {
+		t.Errorf("GET /a.txt = %d %q (%s); want 200 hello, text/plain", resp.StatusCode, body, resp.Header.Get("Content-Type"))
+	}
+	// {{prefix}} was filled: the line is there once the request is over.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		b, _ := os.ReadFile(filepath.Join(srv.Prefix, "access.log"))
+		if bytes.Contains(b, []byte(`"GET /a.txt HTTP/1.1" 200 6`)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("access.log = %q; want the GET\n%s", b, srv.Log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	pgid := srv.Pid()
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if pids := groupPids(pgid); len(pids) != 0 {
+		t.Errorf("after Stop: pids %v still in group %d", pids, pgid)
+	}
+	if c, err := net.Dial("tcp", srv.Addr); err == nil {
+		c.Close()
+		t.Errorf("%s accepts after Stop", srv.Addr)
+	}
+	if err := srv.Stop(); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+}
+
+func TestHasModule(t *testing.T) {
+	Require(t)
+	if HasModule("no_such") {
+		t.Error(`HasModule("no_such") = true`)
+	}
+	v := configure()
+	if want := strings.Contains(v, "--with-http_ssl_module"); HasModule("ssl") != want {
+		t.Errorf(`HasModule("ssl") = %v; nginx -V says %v`, !want, want)
+	}
+	if strings.Contains(v, "--with-http_image_filter_module=dynamic") && HasModule("image_filter") {
+		t.Error(`HasModule("image_filter") = true for a dynamic module`)
+	}
+}
+
+func TestStartFailsFastOnBadConfig(t *testing.T) {
+	Require(t)
+	ft := &fakeTB{TB: t}
+	start := time.Now()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer ft.runCleanups()
+		Start(ft, Options{HTTP: "server { listen 127.0.0.1:{{port}}; bogus_directive on; }"})
+	})
+	wg.Wait()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Start took %v to fail; want fast failure", d)
+	}
+	if !strings.Contains(ft.fatal, `unknown directive "bogus_directive"`) {
+		t.Errorf("Fatal message = %q; want nginx's complaint", ft.fatal)
+	}
+}
+
+// fakeTB records Fatalf and runs cleanups on demand.
+type fakeTB struct {
+	testing.TB
+	fatal    string
+	cleanups []func()
+}
+
+func (f *fakeTB) Helper()           {}
+func (f *fakeTB) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	f.fatal = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+func (f *fakeTB) Fatal(args ...any) {
+	f.fatal = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+func (f *fakeTB) runCleanups() {
+	for i := len(f.cleanups) - 1; i >= 0; i-- {
+		f.cleanups[i]()
+	}
+}
+
+// groupPids returns the pids of live processes in process group pgid.
+func groupPids(pgid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(data, ')')
+		if i < 0 {
+			continue
+		}
+		var state string
+		var ppid, pgrp int
+		if _, err := fmt.Sscan(string(data[i+1:]), &state, &ppid, &pgrp); err == nil && pgrp == pgid && state != "Z" {
+			var pid int
+			fmt.Sscan(e.Name(), &pid)
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
