@@ -149,7 +149,7 @@ const maxRejectReason = 256
 // handler (a request it could not read: 400, 431, 501; or 417), with route
 // "none", and tells the observer. The HTTP/1 server calls it (see
 // h1.Server.Rejected); net/http's has no such hook.
-func (h *Handler) LogRejected(remoteAddr string, status int, reason string) {
+func (h *Handler) LogRejected(remoteAddr string, status int, reason string, bytes int) {
 	if h.opts.Observer != nil {
 		h.opts.Observer.ObserveRequest("none", status, 0, 0)
 	}
@@ -163,6 +163,7 @@ func (h *Handler) LogRejected(remoteAddr string, status int, reason string) {
 		ce.Write(
 			zap.String("remote_addr", remoteAddr),
 			zap.Int("status", status),
+			zap.Int("bytes", bytes),
 			zap.String("route", "none"),
 			zap.String("reason", reason),
 		)

@@ -60,7 +60,7 @@ func TestLogRejected(t *testing.T) {
 	var seen []string
 	h := New(newReleases(t, t.TempDir()), nil, Options{AccessLog: zap.New(core),
 		Observer: observerFunc(func(route string, status int) { seen = append(seen, fmt.Sprint(route, " ", status)) })})
-	h.LogRejected("192.0.2.1:5", http.StatusBadRequest, strings.Repeat("r", 1000))
+	h.LogRejected("192.0.2.1:5", http.StatusBadRequest, strings.Repeat("r", 1000), 15)
 	if !slices.Equal(seen, []string{"none 400"}) {
 		t.Errorf("observed %v; want [none 400]", seen)
 	}
@@ -69,7 +69,8 @@ func TestLogRejected(t *testing.T) {
 		t.Fatalf("got %d access lines; want 1", len(all))
 	}
 	f := all[0].ContextMap()
-	if f["remote_addr"] != "192.0.2.1:5" || f["status"] != int64(400) || f["route"] != "none" || len(f["reason"].(string)) != maxRejectReason {
-		t.Errorf("access line %v; want remote_addr, status 400, route none, reason cut to %d bytes", f, maxRejectReason)
+	if f["remote_addr"] != "192.0.2.1:5" || f["status"] != int64(400) || f["bytes"] != int64(15) || f["route"] != "none" ||
+		len(f["reason"].(string)) != maxRejectReason {
+		t.Errorf("access line %v; want remote_addr, status 400, bytes 15, route none, reason cut to %d bytes", f, maxRejectReason)
 	}
 }

@@ -179,7 +179,7 @@ func TestAccessLogRejected(t *testing.T) {
 	if os.Getenv("REALROOT_HTTP1_SERVER") == "net/http" {
 		return
 	}
-	want := regexp.MustCompile(`^127\.0\.0\.1 - - \[[^]]+\] "- - -" 400 - "-" "-"` + "\n$")
+	want := regexp.MustCompile(`^127\.0\.0\.1 - - \[[^]]+\] "- - -" 400 15 "-" "-"` + "\n$")
 	eventually(t, 5*time.Second, func() string {
 		if b, _ := os.ReadFile(access); !want.Match(b) {
 			return fmt.Sprintf("access log %q; want one line matching %s", b, want)

@@ -99,10 +99,10 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // rejected logs a request the HTTP/1 server answered itself (h1.Server's
 // Rejected) in the current generation's access log.
-func (s *server) rejected(remoteAddr string, status int, reason string) {
+func (s *server) rejected(remoteAddr string, status int, reason string, bytes int) {
 	g := s.acquire()
 	defer g.release()
-	g.handler.LogRejected(remoteAddr, status, reason)
+	g.handler.LogRejected(remoteAddr, status, reason, bytes)
 }
 
 // acquire returns the current generation with its in-flight count raised.

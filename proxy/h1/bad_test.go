@@ -54,11 +54,12 @@ type rejection struct {
 	addr   string
 	status int
 	reason string
+	bytes  int
 }
 
 // recordRejected sets s.Rejected to send each call on the returned channel.
 func recordRejected(s *Server, ch chan rejection) {
-	s.Rejected = func(addr string, status int, reason string) { ch <- rejection{addr, status, reason} }
+	s.Rejected = func(addr string, status int, reason string, n int) { ch <- rejection{addr, status, reason, n} }
 }
 
 // expectRejected checks the one call of Rejected for the response raw, made
@@ -67,9 +68,11 @@ func expectRejected(t *testing.T, ch chan rejection, raw string) {
 	t.Helper()
 	select {
 	case r := <-ch:
+		_, body, _ := strings.Cut(raw, "\r\n\r\n")
 		if code := strings.Fields(statusLine(raw))[1]; strconv.Itoa(r.status) != code || r.reason == "" ||
-			!strings.HasPrefix(r.addr, "127.0.0.1:") {
-			t.Errorf("Rejected(%q, %d, %q); want 127.0.0.1:port, %s and a reason", r.addr, r.status, r.reason, code)
+			!strings.HasPrefix(r.addr, "127.0.0.1:") || r.bytes != len(body) {
+			t.Errorf("Rejected(%q, %d, %q, %d); want 127.0.0.1:port, %s, a reason and %d bytes",
+				r.addr, r.status, r.reason, r.bytes, code, len(body))
 		}
 	default:
 		t.Errorf("Rejected not called for %q", statusLine(raw))

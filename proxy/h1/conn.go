@@ -150,8 +150,8 @@ func (c *conn) serve() {
 		}
 		req, err := c.readRequest()
 		if err != nil {
-			if status, reason := c.replyError(err); status != 0 && s.Rejected != nil {
-				s.Rejected(c.remoteAddr, status, reason)
+			if status, reason, n := c.replyError(err); status != 0 && s.Rejected != nil {
+				s.Rejected(c.remoteAddr, status, reason, n)
 			}
 			return
 		}
@@ -174,7 +174,7 @@ func (c *conn) serve() {
 				w.finish()
 				rctx.cancel()
 				if s.Rejected != nil {
-					s.Rejected(c.remoteAddr, http.StatusExpectationFailed, "unknown expectation")
+					s.Rejected(c.remoteAddr, http.StatusExpectationFailed, "unknown expectation", 0)
 				}
 				return
 			}

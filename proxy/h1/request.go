@@ -144,8 +144,9 @@ func (c *conn) absoluteFormWithoutHost() bool {
 
 // replyError answers a request that could not be read, as net/http does,
 // or says nothing if the client went or was too slow. It returns the
-// status sent and why, status 0 when nothing was.
-func (c *conn) replyError(err error) (status int, reason string) {
+// status sent, why, and the length of the body sent; status 0 when nothing
+// was.
+func (c *conn) replyError(err error) (status int, reason string, bytes int) {
 	const errorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 	var se statusError
 	switch {
@@ -153,20 +154,21 @@ func (c *conn) replyError(err error) (status int, reason string) {
 		const msg = "431 Request Header Fields Too Large"
 		io.WriteString(c.rwc, "HTTP/1.1 "+msg+errorHeaders+msg)
 		c.closeWriteAndWait()
-		return http.StatusRequestHeaderFieldsTooLarge, "request header too large"
+		return http.StatusRequestHeaderFieldsTooLarge, "request header too large", len(msg)
 	case isUnsupportedTE(err):
-		io.WriteString(c.rwc, "HTTP/1.1 501 Not Implemented"+errorHeaders+"Unsupported transfer encoding")
-		return http.StatusNotImplemented, "unsupported transfer encoding"
+		const msg = "Unsupported transfer encoding"
+		io.WriteString(c.rwc, "HTTP/1.1 501 Not Implemented"+errorHeaders+msg)
+		return http.StatusNotImplemented, "unsupported transfer encoding", len(msg)
 	case isCommonNetReadError(err):
-		return 0, ""
+		return 0, "", 0
 	case errors.As(err, &se):
 		msg := fmt.Sprintf("%d %s: %s", se.code, http.StatusText(se.code), se.text)
 		io.WriteString(c.rwc, "HTTP/1.1 "+msg+errorHeaders+msg)
-		return se.code, se.text
+		return se.code, se.text, len(msg)
 	default:
 		const msg = "400 Bad Request"
 		io.WriteString(c.rwc, "HTTP/1.1 "+msg+errorHeaders+msg)
-		return http.StatusBadRequest, err.Error()
+		return http.StatusBadRequest, err.Error(), len(msg)
 	}
 }
 

@@ -50,9 +50,10 @@ type Server struct {
 	// Rejected, if set, is told of each request the server answers itself,
 	// without the handler: one it could not read (400, 431, 501) and one
 	// whose Expect it does not know (417). A client that went away or was
-	// too slow before its request was whole is not a request. It runs on
-	// the connection's goroutine, after the answer was written.
-	Rejected func(remoteAddr string, status int, reason string)
+	// too slow before its request was whole is not a request. bytes is the
+	// length of the answer's body. It runs on the connection's goroutine,
+	// after the answer was written.
+	Rejected func(remoteAddr string, status int, reason string, bytes int)
 
 	inShutdown atomic.Bool
 	mu         sync.Mutex
