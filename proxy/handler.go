@@ -281,6 +281,11 @@ func (h *Handler) serve(w *recorder, r *http.Request, x *exchange) error {
 	if len(r.RequestURI) > h.opts.MaxURILength {
 		return &httpError{status: http.StatusRequestURITooLong, msg: "request target too long"}
 	}
+	if r.ProtoMajor == 2 {
+		if err := checkAuthority(r); err != nil {
+			return err
+		}
+	}
 	if r.Method == http.MethodTrace {
 		// nginx refuses TRACE whatever the location: a script echoing
 		// the request back would hand cookies to cross-site scripts.
@@ -314,6 +319,36 @@ func (h *Handler) serve(w *recorder, r *http.Request, x *exchange) error {
 	}
 	return h.serveFastCGI(w, r, x)
 }
+
+// checkAuthority refuses an HTTP/2 request whose host could mislead PHP, with
+// 400 as nginx does and as proxy/h1 does for HTTP/1.1's Host: no :authority
+// and no Host, a Host field that differs from :authority or comes twice, or a
+// byte no host has (RFC 9113 §8.3.1). Go's HTTP/2 server checks none of it,
+// and leaves a Host field among the headers, where it would become HTTP_HOST.
+func checkAuthority(r *http.Request) error {
+	host := r.Host
+	switch hv := r.Header["Host"]; {
+	case host == "":
+		return &httpError{status: http.StatusBadRequest, msg: "no :authority and no Host"}
+	case len(hv) > 1 || len(hv) == 1 && hv[0] != host:
+		return &httpError{status: http.StatusBadRequest, msg: "Host does not match :authority"}
+	}
+	for i := 0; i < len(host); i++ {
+		if !hostByte[host[i]] {
+			return &httpError{status: http.StatusBadRequest, msg: "malformed :authority"}
+		}
+	}
+	return nil
+}
+
+// hostByte: the bytes of a host and port (RFC 3986's reg-name, IP literal
+// and port), as proxy/h1 and net/http accept in Host.
+var hostByte = func() (t [256]bool) {
+	for _, c := range []byte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!$%&'()*+,-.:;=[]_~") {
+		t[c] = true
+	}
+	return t
+}()
 
 // fail answers err: the status and a short text to the client (unless the
 // response has started or the client is gone), the detail to the log.

@@ -137,3 +137,47 @@ func TestChunkedRequestCloses(t *testing.T) {
 		conn.Close()
 	}
 }
+
+// TestHTTP2Authority: an HTTP/2 request whose host could mislead PHP is 400,
+// as in nginx; Go's HTTP/2 server hands all of these to the handler.
+func TestHTTP2Authority(t *testing.T) {
+	dir := newDeploy(t, map[string]string{"a.txt": "a"}, "r1")
+	h := New(newReleases(t, filepath.Join(dir, "current")), nil, Options{})
+	for _, tt := range []struct {
+		name  string
+		host  string   // :authority, or the Host field when there is none
+		field []string // a Host field beside it
+		want  int
+	}{
+		{name: "authority", host: "a.test:8443", want: 200},
+		{name: "same host field", host: "a.test", field: []string{"a.test"}, want: 200},
+		{name: "ip literal", host: "[::1]:8443", want: 200},
+		{name: "none", host: "", want: 400},
+		{name: "other host field", host: "a.test", field: []string{"b.test"}, want: 400},
+		{name: "two host fields", host: "a.test", field: []string{"a.test", "b.test"}, want: 400},
+		{name: "space", host: "a b", want: 400},
+		{name: "slash", host: "a.test/x", want: 400},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/a.txt", nil)
+			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+			r.Host = tt.host
+			if tt.field != nil {
+				r.Header["Host"] = tt.field
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tt.want {
+				t.Errorf("Host %q, field %q: %d; want %d", tt.host, tt.field, w.Code, tt.want)
+			}
+			// Over HTTP/1.1 the handler leaves Host to the server.
+			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
+			r.Header.Del("Host")
+			w = httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if tt.host != "" && w.Code != 200 {
+				t.Errorf("HTTP/1.1, Host %q: %d; want 200", tt.host, w.Code)
+			}
+		})
+	}
+}

@@ -92,38 +92,54 @@ func TestNginxParity(t *testing.T) {
 			if c.full {
 				got = append(got, parityCompareHTTP(c, ng, re)...)
 			}
-			var diffs []string
-			for _, d := range got {
-				if parityGlobalDiffs[d] && ng.php && re.php {
-					seenGlobal[d] = true
-					continue
-				}
-				diffs = append(diffs, d)
-			}
-			want := slices.Clone(c.diffs)
-			slices.Sort(want)
-			slices.Sort(diffs)
-			for _, d := range diffs {
-				if !slices.Contains(want, d) {
-					t.Errorf("new divergence from nginx: %s", d)
-				}
-			}
-			for _, d := range want {
-				if !slices.Contains(diffs, d) {
-					t.Errorf("listed divergence not seen (fixed? update the case): %s", d)
-				}
-			}
-			switch {
-			case t.Failed():
-				t.Logf("%s %.200s\nnginx:    %s\nrealroot: %s", c.method(), c.target, ng.summary(), re.summary())
-			case testing.Verbose():
-				t.Logf("%s %.200s: nginx %d %s; realroot %d %s; %d known diffs",
-					c.method(), c.target, ng.status, norm(ng.what), re.status, norm(re.what), len(want))
-			}
+			parityExpect(t, c, got, ng, re, seenGlobal, norm)
 		})
 	}
+	parityExpectGlobals(t, seenGlobal)
+}
+
+// parityExpect checks the differences got between nginx's answer ng and
+// realroot's re to c against c.diffs and, when both ran PHP,
+// parityGlobalDiffs (those it records in seenGlobal): a difference listed
+// in neither fails, and so does one of c.diffs not seen. On failure, or
+// with -v, it logs both answers.
+func parityExpect(t *testing.T, c parityCase, got []string, ng, re parityAnswer, seenGlobal map[string]bool, norm func(string) string) {
+	t.Helper()
+	var diffs []string
+	for _, d := range got {
+		if parityGlobalDiffs[d] && ng.php && re.php {
+			seenGlobal[d] = true
+			continue
+		}
+		diffs = append(diffs, d)
+	}
+	want := slices.Clone(c.diffs)
+	slices.Sort(want)
+	slices.Sort(diffs)
+	for _, d := range diffs {
+		if !slices.Contains(want, d) {
+			t.Errorf("new divergence from nginx: %s", d)
+		}
+	}
+	for _, d := range want {
+		if !slices.Contains(diffs, d) {
+			t.Errorf("listed divergence not seen (fixed? update the case): %s", d)
+		}
+	}
+	switch {
+	case t.Failed():
+		t.Logf("%s %.200s\nnginx:    %s\nrealroot: %s", c.method(), c.target, ng.summary(), re.summary())
+	case testing.Verbose():
+		t.Logf("%s %.200s: nginx %d %s; realroot %d %s; %d known diffs",
+			c.method(), c.target, ng.status, norm(ng.what), re.status, norm(re.what), len(want))
+	}
+}
+
+// parityExpectGlobals fails for each of parityGlobalDiffs not in seen.
+func parityExpectGlobals(t *testing.T, seen map[string]bool) {
+	t.Helper()
 	for d := range parityGlobalDiffs {
-		if !seenGlobal[d] {
+		if !seen[d] {
 			t.Errorf("global divergence never seen (fixed? update parityGlobalDiffs): %s", d)
 		}
 	}
@@ -300,6 +316,13 @@ func parityDo(t *testing.T, addr string, c parityCase) parityAnswer {
 	if err != nil {
 		t.Fatalf("%s: reading body: %v", addr, err)
 	}
+	return parityAnswerOf(t, c, port, resp, body, interim)
+}
+
+// parityAnswerOf reduces resp to c, with its body read whole and the 1xx
+// statuses before it, to what is compared; port is the front's.
+func parityAnswerOf(t *testing.T, c parityCase, port string, resp *http.Response, body []byte, interim []int) parityAnswer {
+	t.Helper()
 	a := parityAnswer{status: resp.StatusCode, location: resp.Header.Get("Location"), port: port, raw: string(body),
 		ctype: resp.Header.Get("Content-Type"), header: resp.Header, interim: interim, framing: "none"}
 	switch {
@@ -383,12 +406,19 @@ func startParityNginx(t *testing.T, root, sock string) (addr string, gzipStatic 
 // http block (e.g. "fastcgi_read_timeout 1s;"), inherited by the server.
 func startParityNginxExtra(t *testing.T, root, sock, extra string) (addr string, gzipStatic bool) {
 	t.Helper()
+	conf, gzipStatic := parityNginxConfig(parityNginxConf, root, sock, extra)
+	return nginxtest.Start(t, nginxtest.Options{HTTP: conf}).Addr, gzipStatic
+}
+
+// parityNginxConfig fills in tmpl (parityNginxConf or a variant of it) for
+// nginxtest.Options.HTTP, as startParityNginxExtra describes.
+func parityNginxConfig(tmpl, root, sock, extra string) (conf string, gzipStatic bool) {
 	gzipStatic = nginxtest.HasModule("gzip_static")
 	gz := "# no gzip_static module"
 	if gzipStatic {
 		gz = "gzip_static on;"
 	}
-	conf := strings.NewReplacer("{{root}}", root, "{{sock}}", sock, "{{gzip_static}}", gz,
-		"{{extra}}", extra).Replace(parityNginxConf)
-	return nginxtest.Start(t, nginxtest.Options{HTTP: conf}).Addr, gzipStatic
+	conf = strings.NewReplacer("{{root}}", root, "{{sock}}", sock, "{{gzip_static}}", gz,
+		"{{extra}}", extra).Replace(tmpl)
+	return conf, gzipStatic
 }
