@@ -145,36 +145,57 @@ func TestBufferedStreamsEvents(t *testing.T) {
 // declared length as nginx does, in memory and from a temp file alike,
 // and the connection stays in step. HEAD gets no made-up Content-Length.
 // TestStreamedContentLength: without buffering too, a body longer than PHP's
-// Content-Length is cut at it, within the first read or after many, and the
-// connection stays usable.
+// Content-Length is cut at it, within the first read or after many, and sent
+// at once, even while PHP goes on; the same length twice counts once, two
+// different ones are a 502; the client's connection stays usable.
 func TestStreamedContentLength(t *testing.T) {
 	big := strings.Repeat("0123456789", 20_000) // 200 KB: many reads
+	release := make(chan struct{})
 	ts := newFakeServer(t, Options{}, func(req *fcgitest.Request, w io.Writer) error {
-		body, n := "0123456789", 4
 		if req.Params["SCRIPT_NAME"] == "/big.php" {
-			body, n = big, 150_003
+			fmt.Fprintf(w, "Content-Length: 150003\r\n\r\n%s", big)
+			return nil
 		}
-		fmt.Fprintf(w, "Content-Length: %d\r\n\r\n%s", n, body)
+		switch req.Params["QUERY_STRING"] {
+		case "twice":
+			io.WriteString(w, "Content-Length: 4\r\nContent-Length: 4\r\n\r\n0123456789")
+		case "differ":
+			io.WriteString(w, "Content-Length: 4\r\nContent-Length: 5\r\n\r\n0123456789")
+		case "stall": // more than declared, then PHP goes on for as long as the test
+			io.WriteString(w, "Content-Length: 4\r\n\r\n0123456789")
+			<-release
+		default:
+			io.WriteString(w, "Content-Length: 4\r\n\r\n0123456789")
+		}
 		return nil
 	})
+	t.Cleanup(func() { close(release) }) // before the fake server stops: LIFO
 	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn.SetDeadline(time.Now().Add(10 * time.Second)) // "stall" would hold it past
 	br := bufio.NewReader(conn)
-	for _, tt := range []struct{ script, want string }{
-		{"/index.php", "0123"}, {"/big.php", big[:150_003]}, {"/index.php", "0123"},
+	for _, tt := range []struct {
+		target string
+		status int
+		want   string
+	}{
+		{"/index.php", 200, "0123"}, {"/big.php", 200, big[:150_003]}, {"/index.php?twice", 200, "0123"},
+		{"/index.php?differ", 502, ""}, {"/index.php?stall", 200, "0123"}, {"/index.php", 200, "0123"},
 	} {
-		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", tt.script)
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", tt.target)
 		resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
 		if err != nil {
-			t.Fatalf("%s: %v", tt.script, err)
+			t.Fatalf("%s: %v", tt.target, err)
 		}
 		b, err := io.ReadAll(resp.Body)
-		if err != nil || resp.StatusCode != 200 || string(b) != tt.want {
-			t.Fatalf("%s: %d, %d bytes, %v; want 200 and %d bytes", tt.script, resp.StatusCode, len(b), err, len(tt.want))
+		if err != nil || resp.StatusCode != tt.status || tt.status == 200 && string(b) != tt.want {
+			t.Fatalf("%s: %d, %d bytes, %v; want %d and %d bytes", tt.target, resp.StatusCode, len(b), err, tt.status, len(tt.want))
+		}
+		if cl := resp.Header.Values("Content-Length"); tt.status == 200 && len(cl) != 1 {
+			t.Errorf("%s: Content-Length %q; want one", tt.target, cl)
 		}
 	}
 }

@@ -116,7 +116,10 @@ func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.R
 		return upstreamError(err, r.Context().Err() != nil)
 	}
 	// Before WriteHeader: a Header call after it copies the map.
-	left := declaredLength(w.Header(), r)
+	left, ok := declaredLength(w.Header(), r)
+	if !ok {
+		return &httpError{status: http.StatusBadGateway, msg: "php-fpm sent two different Content-Lengths", upstream: "protocol"}
+	}
 	declared := left
 	w.WriteHeader(resp.Status)
 	if !bodyAllowed(resp.Status) {
@@ -125,20 +128,16 @@ func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.R
 	for {
 		if left >= 0 && int64(n) > left {
 			// PHP wrote more than its Content-Length: the client gets what
-			// was declared and the rest is dropped, as nginx does ("upstream
-			// sent more data than specified"). The server would refuse the
-			// whole write that crosses the length.
+			// was declared, now, and the rest is dropped with the FastCGI
+			// connection (closed by resp.Body.Close), as nginx does
+			// ("upstream sent more data than specified"). The server would
+			// refuse the whole write that crosses the length.
 			if _, werr := w.Write(buf[:left]); werr != nil {
 				return &httpError{status: StatusClientClosed, msg: "client closed request", err: werr}
 			}
 			h.log.Warn("php-fpm response longer than its Content-Length: cut",
 				zap.Int64("content_length", declared),
 				zap.String("uri", r.RequestURI), zap.String("request_id", x.requestID()))
-			if err == nil {
-				// The client's answer is whole: a failure reading the rest
-				// only keeps the connection from going back to the pool.
-				io.Copy(io.Discard, resp.Body)
-			}
 			return nil
 		}
 		if n > 0 {
@@ -217,17 +216,27 @@ func (h *Handler) sendBuffered(w *recorder, r *http.Request, x *exchange, resp *
 }
 
 // declaredLength is the body length PHP declared in hd (its Content-Length),
-// or -1: none, none that parses, a HEAD or a chunked body.
-func declaredLength(hd http.Header, r *http.Request) int64 {
+// or -1: none, none that parses, a HEAD or a chunked body. The same value
+// sent twice is kept once; two different values are not ok (nginx: 502).
+func declaredLength(hd http.Header, r *http.Request) (n int64, ok bool) {
 	cl := hd["Content-Length"]
-	if len(cl) != 1 || r.Method == http.MethodHead || hd["Transfer-Encoding"] != nil {
-		return -1
+	if len(cl) > 1 {
+		for _, v := range cl[1:] {
+			if v != cl[0] {
+				return -1, false
+			}
+		}
+		cl = cl[:1]
+		hd["Content-Length"] = cl
+	}
+	if len(cl) == 0 || r.Method == http.MethodHead || hd["Transfer-Encoding"] != nil {
+		return -1, true
 	}
 	n, err := strconv.ParseInt(cl[0], 10, 64)
 	if err != nil || n < 0 {
-		return -1
+		return -1, true
 	}
-	return n
+	return n, true
 }
 
 // bodyAllowed reports whether a response with status may have a body

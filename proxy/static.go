@@ -99,20 +99,27 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 		// http.ServeContent sets no length once Content-Encoding is set;
 		// the sibling is served whole (never a range), its size known.
 		hd.Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
-		http.ServeContent(noRanges{w}, r, "", fi.ModTime(), f)
+		http.ServeContent(siblingWriter{w}, r, "", fi.ModTime(), f)
 		return nil
 	}
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	return nil
 }
 
-// noRanges drops the Accept-Ranges that http.ServeContent sets: a
-// precompressed sibling is served whole, and a range request gets a range of
-// the file itself, so ranges of the sibling must not be offered.
-type noRanges struct{ *recorder }
+// siblingWriter serves a precompressed sibling through http.ServeContent. It
+// drops the Accept-Ranges ServeContent sets: the sibling is served whole,
+// and a range request gets a range of the file itself, so ranges of the
+// sibling must not be offered. And it keeps the sibling's Content-Length
+// (which ServeContent leaves unset once Content-Encoding is set) for a 200
+// only: a 304 or 412 has no body.
+type siblingWriter struct{ *recorder }
 
-func (w noRanges) WriteHeader(status int) {
-	w.Header().Del("Accept-Ranges")
+func (w siblingWriter) WriteHeader(status int) {
+	hd := w.Header()
+	hd.Del("Accept-Ranges")
+	if status != http.StatusOK {
+		hd.Del("Content-Length")
+	}
 	w.recorder.WriteHeader(status)
 }
 
@@ -130,19 +137,20 @@ var acceptRanges = []string{"bytes"}[:1:1]
 func serveCached(w *recorder, r *http.Request, e *cachedFile, date []string, ranges bool) {
 	hd := w.Header()
 	hd["Etag"] = e.etagV
-	// ServeContent replaces or drops it, but keeps it for a precompressed
-	// sibling (Content-Encoding set), which it would send without one.
-	hd["Content-Length"] = e.length
 	for _, k := range conditionalHeaders {
 		if _, ok := r.Header[k]; ok {
 			if !ranges {
-				http.ServeContent(noRanges{w}, r, "", e.fi.ModTime(), bytes.NewReader(e.data))
+				hd["Content-Length"] = e.length // for a 200 only (siblingWriter)
+				http.ServeContent(siblingWriter{w}, r, "", e.fi.ModTime(), bytes.NewReader(e.data))
 				return
 			}
+			// ServeContent sets the length of a 200 or 206 itself; a 412
+			// would keep one set here, with no body.
 			http.ServeContent(w, r, "", e.fi.ModTime(), bytes.NewReader(e.data))
 			return
 		}
 	}
+	hd["Content-Length"] = e.length
 	hd["Date"] = date
 	if e.lastModified != nil {
 		hd["Last-Modified"] = e.lastModified

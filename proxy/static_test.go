@@ -56,6 +56,13 @@ func TestStatic(t *testing.T) {
 			status: 200, body: "GZ", wantHdrs: map[string]string{"Content-Encoding": "gzip", "Accept-Ranges": ""}}, // through ServeContent
 		{name: "plain offers ranges", method: "GET", target: "/app.css", status: 200, body: css,
 			wantHdrs: map[string]string{"Accept-Ranges": "bytes"}},
+		// A 412 has no body, so no Content-Length of the file's.
+		{name: "if-match 412", method: "GET", target: "/app.css", header: http.Header{"If-Match": {`"nope"`}},
+			status: 412, wantHdrs: map[string]string{"Content-Length": ""}},
+		{name: "gzip sibling 412", method: "GET", target: "/app.css", header: http.Header{"Accept-Encoding": {"gzip"}, "If-Match": {`"nope"`}},
+			status: 412, wantHdrs: map[string]string{"Content-Length": "", "Accept-Ranges": ""}},
+		{name: "gzip sibling 304", method: "GET", target: "/app.css", header: http.Header{"Accept-Encoding": {"gzip"}, "If-None-Match": {"*"}},
+			status: 304, wantHdrs: map[string]string{"Content-Length": ""}},
 		{name: "brotli preferred", method: "GET", target: "/app.js", header: http.Header{"Accept-Encoding": {"gzip, br"}}, status: 200, body: "BR",
 			wantHdrs: map[string]string{"Content-Encoding": "br"}},
 		{name: "brotli refused by q=0", method: "GET", target: "/app.js", header: http.Header{"Accept-Encoding": {"br;q=0, gzip"}}, status: 200, body: "GZ",
