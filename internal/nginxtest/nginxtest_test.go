@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
+	"realroot/internal/testutil"
 	"strings"
 	"sync"
 	"testing"
@@ -82,42 +82,19 @@ func TestHasModule(t *testing.T) {
 
 func TestStartFailsFastOnBadConfig(t *testing.T) {
 	Require(t)
-	ft := &fakeTB{TB: t}
+	ft := &testutil.FakeTB{TB: t}
 	start := time.Now()
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		defer ft.runCleanups()
+		defer ft.RunCleanups()
 		Start(ft, Options{HTTP: "server { listen 127.0.0.1:{{port}}; bogus_directive on; }"})
 	})
 	wg.Wait()
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Start took %v to fail; want fast failure", d)
 	}
-	if !strings.Contains(ft.fatal, `unknown directive "bogus_directive"`) {
-		t.Errorf("Fatal message = %q; want nginx's complaint", ft.fatal)
-	}
-}
-
-// fakeTB records Fatalf and runs cleanups on demand.
-type fakeTB struct {
-	testing.TB
-	fatal    string
-	cleanups []func()
-}
-
-func (f *fakeTB) Helper()           {}
-func (f *fakeTB) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
-func (f *fakeTB) Fatalf(format string, args ...any) {
-	f.fatal = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-func (f *fakeTB) Fatal(args ...any) {
-	f.fatal = fmt.Sprint(args...)
-	runtime.Goexit()
-}
-func (f *fakeTB) runCleanups() {
-	for i := len(f.cleanups) - 1; i >= 0; i-- {
-		f.cleanups[i]()
+	if !strings.Contains(ft.Msg, `unknown directive "bogus_directive"`) {
+		t.Errorf("Fatal message = %q; want nginx's complaint", ft.Msg)
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
+	"realroot/internal/testutil"
 	"strings"
 	"sync"
 	"testing"
@@ -118,45 +118,19 @@ func TestStartFailsFastOnBadConfig(t *testing.T) {
 	if _, err := Binary(); err != nil {
 		t.Skip(err)
 	}
-	ft := &fakeTB{TB: t}
+	ft := &testutil.FakeTB{TB: t}
 	start := time.Now()
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		defer ft.runCleanups()
+		defer ft.RunCleanups()
 		Start(ft, Options{Pool: map[string]string{"pm": "bogus"}})
 	})
 	wg.Wait()
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Start took %v to fail; want fast failure", d)
 	}
-	if !strings.Contains(ft.fatal, "exited during start-up") || !strings.Contains(ft.fatal, "invalid process manager") {
-		t.Errorf("Fatal message = %q; want the exit and php-fpm's complaint about pm", ft.fatal)
-	}
-}
-
-// fakeTB records Fatalf and runs cleanups on demand.
-type fakeTB struct {
-	testing.TB
-	fatal    string
-	cleanups []func()
-}
-
-func (f *fakeTB) Helper()           {}
-func (f *fakeTB) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
-func (f *fakeTB) Errorf(format string, args ...any) {
-	f.TB.Logf("fakeTB.Errorf: "+format, args...)
-}
-func (f *fakeTB) Fatalf(format string, args ...any) {
-	f.fatal = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-func (f *fakeTB) Fatal(args ...any) {
-	f.fatal = fmt.Sprint(args...)
-	runtime.Goexit()
-}
-func (f *fakeTB) runCleanups() {
-	for i := len(f.cleanups) - 1; i >= 0; i-- {
-		f.cleanups[i]()
+	if !strings.Contains(ft.Msg, "exited during start-up") || !strings.Contains(ft.Msg, "invalid process manager") {
+		t.Errorf("Fatal message = %q; want the exit and php-fpm's complaint about pm", ft.Msg)
 	}
 }
 

@@ -3,6 +3,8 @@
 package testutil
 
 import (
+	"fmt"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -17,5 +19,35 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// FakeTB is a testing.TB for testing a helper that must fail its test: Fatal
+// and Fatalf record the message in Msg and end the goroutine (run the helper
+// in one of its own), Errorf only logs, and cleanups run on RunCleanups.
+type FakeTB struct {
+	testing.TB
+	Msg      string
+	cleanups []func()
+}
+
+func (f *FakeTB) Helper()           {}
+func (f *FakeTB) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
+func (f *FakeTB) Errorf(format string, args ...any) {
+	f.TB.Logf("FakeTB.Errorf: "+format, args...)
+}
+func (f *FakeTB) Fatalf(format string, args ...any) {
+	f.Msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+func (f *FakeTB) Fatal(args ...any) {
+	f.Msg = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+
+// RunCleanups runs the cleanups registered so far, last first.
+func (f *FakeTB) RunCleanups() {
+	for i := len(f.cleanups) - 1; i >= 0; i-- {
+		f.cleanups[i]()
 	}
 }
