@@ -54,7 +54,7 @@ func TestStartServesAndStopLeavesNothing(t *testing.T) {
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if pids := groupPids(pgid); len(pids) != 0 {
+	if pids := testutil.GroupPids(pgid); len(pids) != 0 {
 		t.Errorf("after Stop: pids %v still in group %d", pids, pgid)
 	}
 	if c, err := net.Dial("tcp", srv.Addr); err == nil {
@@ -96,28 +96,4 @@ func TestStartFailsFastOnBadConfig(t *testing.T) {
 	if !strings.Contains(ft.Msg, `unknown directive "bogus_directive"`) {
 		t.Errorf("Fatal message = %q; want nginx's complaint", ft.Msg)
 	}
-}
-
-// groupPids returns the pids of live processes in process group pgid.
-func groupPids(pgid int) []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range ents {
-		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(data, ')')
-		if i < 0 {
-			continue
-		}
-		var state string
-		var ppid, pgrp int
-		if _, err := fmt.Sscan(string(data[i+1:]), &state, &ppid, &pgrp); err == nil && pgrp == pgid && state != "Z" {
-			var pid int
-			fmt.Sscan(e.Name(), &pid)
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"realroot/internal/testutil"
 	"slices"
 	"strings"
 	"sync"
@@ -350,7 +351,7 @@ func (s *Server) Kill() error {
 func (s *Server) waitGroup(pgid int) error {
 	deadline := time.Now().Add(stopTimeout)
 	for {
-		pids := groupPids(pgid)
+		pids := testutil.GroupPids(pgid)
 		if len(pids) == 0 {
 			return nil
 		}
@@ -401,40 +402,6 @@ func (s *Server) Log() string {
 		}
 	}
 	return b.String()
-}
-
-// groupPids returns the pids of live (non-zombie) processes in process group
-// pgid, read from /proc.
-func groupPids(pgid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, e := range ents {
-		var pid int
-		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
-			continue
-		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...; comm may contain spaces and ')'.
-		i := bytes.LastIndexByte(data, ')')
-		if i < 0 {
-			continue
-		}
-		var state string
-		var ppid, pgrp int
-		if _, err := fmt.Sscan(string(data[i+1:]), &state, &ppid, &pgrp); err != nil {
-			continue
-		}
-		if pgrp == pgid && state != "Z" && state != "X" {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
 
 // Buffer is a bytes.Buffer safe for concurrent use: what a process or a

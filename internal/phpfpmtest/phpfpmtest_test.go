@@ -23,9 +23,9 @@ func TestStartAcceptsAndStopLeavesNothing(t *testing.T) {
 	}
 	pgid := srv.Pid()
 	// master + 2 workers; workers fork right after the socket is bound.
-	waitFor(t, func() bool { return len(groupPids(pgid)) == 3 },
+	waitFor(t, func() bool { return len(testutil.GroupPids(pgid)) == 3 },
 		func() string {
-			return fmt.Sprintf("group %d: pids %v; want 3 (master + 2 workers)", pgid, groupPids(pgid))
+			return fmt.Sprintf("group %d: pids %v; want 3 (master + 2 workers)", pgid, testutil.GroupPids(pgid))
 		})
 
 	got := fcgiGet(t, srv.Socket, "/fpm-ping", "", nil)
@@ -36,7 +36,7 @@ func TestStartAcceptsAndStopLeavesNothing(t *testing.T) {
 	if err := srv.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
-	if pids := groupPids(pgid); len(pids) != 0 {
+	if pids := testutil.GroupPids(pgid); len(pids) != 0 {
 		t.Errorf("after Stop: pids %v still in group %d", pids, pgid)
 	}
 	if err := srv.Stop(); err != nil {
@@ -50,7 +50,7 @@ func TestKillAndRestart(t *testing.T) {
 	if err := srv.Kill(); err != nil {
 		t.Fatalf("Kill: %v", err)
 	}
-	if pids := groupPids(pgid); len(pids) != 0 {
+	if pids := testutil.GroupPids(pgid); len(pids) != 0 {
 		t.Errorf("after Kill: pids %v still in group %d", pids, pgid)
 	}
 	if c, err := net.Dial("unix", srv.Socket); err == nil {

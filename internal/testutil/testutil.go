@@ -3,7 +3,9 @@
 package testutil
 
 import (
+	"bytes"
 	"fmt"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -50,4 +52,38 @@ func (f *FakeTB) RunCleanups() {
 	for i := len(f.cleanups) - 1; i >= 0; i-- {
 		f.cleanups[i]()
 	}
+}
+
+// GroupPids returns the pids of live (non-zombie) processes in process group
+// pgid, read from /proc.
+func GroupPids(pgid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range ents {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may contain spaces and ')'.
+		i := bytes.LastIndexByte(data, ')')
+		if i < 0 {
+			continue
+		}
+		var state string
+		var ppid, pgrp int
+		if _, err := fmt.Sscan(string(data[i+1:]), &state, &ppid, &pgrp); err != nil {
+			continue
+		}
+		if pgrp == pgid && state != "Z" && state != "X" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
