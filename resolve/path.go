@@ -103,11 +103,21 @@ func SameFile(a, b fs.FileInfo) bool {
 	return ok && sameDevIno(b, da, ia)
 }
 
-// Open opens the cleaned URL path name inside r for reading and checks that
-// the file actually opened lies below r.Root or the deploy directory; if not
-// it closes it and returns ErrOutside. The returned FileInfo is the opened
-// file's.
+// Open opens the cleaned URL path name inside r for reading, if it lies
+// below r.Root or the deploy directory; if not it returns ErrOutside. The
+// returned FileInfo is the opened file's. On Linux the file is the one in the
+// directory r resolved to, like Stat's, and it is checked before it is opened
+// for reading: a FIFO or a device is refused (fs.ErrPermission), never
+// opened.
 func (r *Release) Open(name string) (*os.File, fs.FileInfo, error) {
+	if f, fi, done, err := r.openPinned(name); done {
+		return f, fi, err
+	}
+	return r.openByPath(name)
+}
+
+// openByPath opens r.Path(name), then checks where the file opened lies.
+func (r *Release) openByPath(name string) (*os.File, fs.FileInfo, error) {
 	f, err := os.Open(r.Path(name))
 	if err != nil {
 		return nil, nil, err

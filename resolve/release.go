@@ -12,7 +12,9 @@
 // The deploy directory of a root is the realpath of the directory that holds
 // the last symlink met while resolving the root: for /srv/app/current/public
 // with current -> releases/B it is /srv/app. With no symlink in the root it is
-// the root itself.
+// the root itself, and so it is when the last link's target is not below that
+// directory, or that directory is /: such a link (/var/www -> /data/www) is
+// an alias of the site, and its directory holds more than the site.
 //
 // Release.Open follows symlinks inside a release only while the file they lead
 // to stays below the release's Root or below the deploy directory. So the

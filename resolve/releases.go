@@ -93,8 +93,9 @@ type Stats struct {
 	// WatchDetections and PollDetections count the switches made by a
 	// Refresh that a filesystem event (or an event queue overflow), or the
 	// readlink poll, triggered. Switches found by the retry while the root
-	// did not resolve, or by a direct Refresh, count only in Switches. Poll
-	// detections on a filesystem with events mean events were missed.
+	// did not resolve (and, with events, by the poll then), or by a direct
+	// Refresh, count only in Switches. Poll detections on a filesystem with
+	// events mean events were missed.
 	WatchDetections uint64 `json:"watch_detections"`
 	PollDetections  uint64 `json:"poll_detections"`
 	// PrepareFailures is how many times Options.Prepare failed for a new
@@ -218,9 +219,11 @@ func (rs *Releases) refresh(ctx context.Context) (bool, error) {
 		now = time.Now()
 		next.Since = now // Prepare has returned; the checks do not read Since
 	}
-	rs.cur.Store(next)
+	// Under listMu, so that a Snapshot sees cur either current or draining,
+	// never neither: a deploy tool prunes what it sees in neither.
 	rs.listMu.Lock()
 	rs.draining = append(rs.draining, cur)
+	rs.cur.Store(next)
 	rs.listMu.Unlock()
 	cur.supersede(now) // may drain cur at once: it must be listed first
 	rs.switches.Add(1)

@@ -110,6 +110,12 @@ func resolveRoot(root string) (*resolution, error) {
 	last := res.links[len(res.links)-1]
 	res.base = filepath.Dir(last.path)
 	res.top = releaseDir(last, dir)
+	if res.base == "/" || !below(res.top, res.base) {
+		// The last link is an alias of the site's directory (/var/www ->
+		// /data/www), not a deploy link to a release beside it: its
+		// directory (/var, or /) holds more than the site's releases.
+		res.base = dir
+	}
 	for _, l := range res.links {
 		d := filepath.Dir(l.path)
 		res.watch[d] = names[d]

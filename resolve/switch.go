@@ -30,7 +30,7 @@ func Switch(link, target string) error {
 	if target, err = filepath.Abs(target); err != nil {
 		return err
 	}
-	if below(target, link) {
+	if below(target, link) || throughLink(target, link) {
 		return fmt.Errorf("switch %s: target %s is reached through the link itself", link, target)
 	}
 	fi, err := os.Stat(target)
@@ -62,6 +62,27 @@ func Switch(link, target string) error {
 		d.Close()
 	}
 	return nil
+}
+
+// throughLink reports whether resolving target follows link, as it does
+// through another alias of link (/var/www/html -> /srv/app/current): link
+// would then point at itself.
+func throughLink(target, link string) bool {
+	dir, err := filepath.EvalSymlinks(filepath.Dir(link))
+	if err != nil {
+		return false
+	}
+	link = filepath.Join(dir, filepath.Base(link)) // as resolveRoot names links
+	res, err := resolveRoot(target)
+	if err != nil {
+		return false // Stat reports it
+	}
+	for _, l := range res.links {
+		if l.path == link {
+			return true
+		}
+	}
+	return false
 }
 
 // linkContent is what a link in dir stores to name target: the path from

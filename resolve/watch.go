@@ -38,7 +38,7 @@ func (rs *Releases) Run(ctx context.Context) error {
 			w = nil
 		}
 	}
-	l := &watchLoop{rs: rs, w: w, added: map[string]bool{}, ctx: ctx}
+	l := &watchLoop{rs: rs, w: w, added: map[string]os.FileInfo{}, ctx: ctx}
 	defer l.close()
 
 	// The release checks run beside the loop: a walk of a large release
@@ -72,8 +72,8 @@ const (
 type watchLoop struct {
 	ctx   context.Context // Run's: it bounds Options.Prepare
 	rs    *Releases
-	w     *fsnotify.Watcher // nil when polling only
-	added map[string]bool   // directories watched now
+	w     *fsnotify.Watcher      // nil when polling only
+	added map[string]os.FileInfo // directories watched now: their Stat when added
 	watch map[string][]string
 }
 
@@ -131,7 +131,7 @@ func (l *watchLoop) run(ctx context.Context) {
 				l.refresh(fromRetry)
 			}
 		case <-pollC:
-			if l.rs.down.Load() || l.changed() {
+			if l.rs.down.Load() || l.changed() || l.stale() {
 				l.refresh(fromPoll)
 			}
 		}
@@ -147,10 +147,13 @@ func (l *watchLoop) refresh(src source) {
 		wasDown := rs.down.Load()
 		switched, _ := rs.refresh(l.ctx) // refresh logs the outage once
 		if switched {
-			switch src {
-			case fromWatch:
+			switch {
+			case src == fromWatch:
 				rs.watchHits.Add(1)
-			case fromPoll:
+			case src == fromPoll && !(wasDown && l.w != nil):
+				// While the root is down every tick refreshes, a retry:
+				// with events, the end of an outage it finds first is
+				// no sign of a missed one.
 				rs.pollHits.Add(1)
 			}
 		}
@@ -173,16 +176,25 @@ func (l *watchLoop) sync() bool {
 	if l.w == nil {
 		return false
 	}
-	for dir := range l.added {
-		if _, ok := res.watch[dir]; !ok {
+	for dir, fi := range l.added {
+		if _, ok := res.watch[dir]; !ok || !sameDir(dir, fi) {
+			// Not needed any more, or replaced at its path with no event
+			// on the watch (an ancestor renamed, a mount over it): the
+			// watch follows the old inode.
 			_ = l.w.Remove(dir) // already gone if the directory was
 			delete(l.added, dir)
 		}
 	}
 	added := false
 	for dir := range res.watch {
-		if l.added[dir] {
+		if _, ok := l.added[dir]; ok {
 			continue
+		}
+		// Stat first: should dir be replaced before the watch is added,
+		// the identity kept is the old one, and the next sync re-adds it.
+		fi, statErr := os.Stat(dir)
+		if statErr != nil {
+			fi = nil
 		}
 		if err := l.w.Add(dir); err != nil {
 			lvl := zap.WarnLevel
@@ -193,10 +205,26 @@ func (l *watchLoop) sync() bool {
 				zap.String("dir", dir), zap.Error(err))
 			continue
 		}
-		l.added[dir] = true
+		l.added[dir] = fi
 		added = true
 	}
 	return added
+}
+
+// stale reports whether a watched directory is no longer the one watched.
+func (l *watchLoop) stale() bool {
+	for dir, fi := range l.added {
+		if !sameDir(dir, fi) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameDir reports whether dir is still the directory fi is the Stat of.
+func sameDir(dir string, fi os.FileInfo) bool {
+	now, err := os.Stat(dir)
+	return err == nil && fi != nil && os.SameFile(now, fi)
 }
 
 // unwatchAll drops every watch, for sync to add them again.
@@ -212,7 +240,7 @@ func (l *watchLoop) relevant(ev fsnotify.Event) bool {
 	if ev.Op == fsnotify.Chmod {
 		return false
 	}
-	if l.added[ev.Name] && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+	if _, ok := l.added[ev.Name]; ok && ev.Has(fsnotify.Remove|fsnotify.Rename) {
 		// A watched directory itself went away: fsnotify dropped its
 		// watch. sync watches the new one once the root resolves.
 		delete(l.added, ev.Name)
