@@ -151,10 +151,13 @@ type Response struct {
 //     one either writing its first records (FCGI_BEGIN_REQUEST and
 //     FCGI_PARAMS) failed with an error other than a timeout (php-fpm runs a
 //     request only once it has all its params, and the failed write did not
-//     deliver them), or the connection ended (EOF, reset) before any byte of
-//     the response (php-fpm dropped it unread, or died running it: either
-//     way safe to repeat for a request meant to have no side effects, as
-//     net/http's Transport does).
+//     deliver them), or the connection ended before any byte of the
+//     response while php-fpm still reads it: it then discards what it reads
+//     (pm.max_requests), so it did not run the request. A connection that
+//     ended whole is a worker that died, perhaps running the request
+//     (request_terminate_timeout, a crash): never retried, so that a slow
+//     GET killed at the timeout is not run, and waited for, twice
+//     (peerDraining says how this is told).
 //
 // Nothing else is retried: a failure on a new connection, a timeout, a
 // response cut after its first byte.
@@ -224,7 +227,7 @@ func (c *Client) attempt(ctx context.Context, pc *pconn, req *gofast.Request, bu
 	}
 	resp, err = x.readResponse(c.maxHeaderBytes())
 	if err != nil {
-		if mayRetry && x.dr.n == 0 && errors.Is(err, ErrTruncated) {
+		if mayRetry && x.dr.n == 0 && errors.Is(err, ErrTruncated) && x.peerDraining() {
 			x.pc = nil
 			x.fail()
 			return nil, true, err
@@ -235,6 +238,30 @@ func (c *Client) attempt(ctx context.Context, pc *pconn, req *gofast.Request, bu
 		putBuf(bufp)
 	}
 	return resp, false, err
+}
+
+// peerDraining reports whether php-fpm, which ended the connection before
+// any byte of the response, still reads it. At pm.max_requests php-fpm
+// half-closes a kept connection and reads until it is closed, discarding
+// (php-src main/fastcgi.c, fcgi_close); a worker that died has closed it
+// whole. It writes an FCGI_ABORT_REQUEST: on a unix socket closed whole the
+// write fails (EPIPE); over TCP it is answered by a reset, which the read
+// that follows sees instead of the end of the stream it already had. A reset
+// that takes longer than the read's 50 ms to come back (php-fpm on another
+// host) goes unseen, and the request is retried.
+func (x *exchange) peerDraining() bool {
+	var rec [headerLen]byte
+	putHeader(rec[:], typeAbortRequest, requestID, 0, 0)
+	deadline := time.Now().Add(50 * time.Millisecond)
+	if x.conn.SetDeadline(deadline) != nil {
+		return false
+	}
+	if _, err := x.conn.Write(rec[:]); err != nil {
+		return false
+	}
+	var b [1]byte
+	_, err := x.conn.Read(b[:])
+	return err == io.EOF
 }
 
 // replayable reports whether req can be sent again: a GET or HEAD without a

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"realroot/internal/testutil"
 	"strconv"
@@ -299,8 +300,27 @@ func TestRetryRule(t *testing.T) {
 		wantRetry uint64
 		wantDials uint64
 	}{
-		{name: "GET read then closed", second: request("GET"), wantSeen: 2, wantRetry: 1, wantDials: 2},
-		{name: "HEAD read then closed", second: request("HEAD"), wantSeen: 2, wantRetry: 1, wantDials: 2},
+		// Closed whole after reading: a worker that died, maybe running it.
+		{name: "GET read then closed", second: request("GET"), wantErr: ErrTruncated, wantSeen: 1, wantDials: 1},
+		{name: "HEAD read then closed", second: request("HEAD"), wantErr: ErrTruncated, wantSeen: 1, wantDials: 1},
+		{
+			// php-fpm at pm.max_requests: half-closed, it discards what
+			// it reads until the connection is closed. It did not run it.
+			name: "GET dropped by a draining connection", second: request("GET"),
+			onSecond: func(c *fakeConn) {
+				c.Conn.(*net.UnixConn).CloseWrite()
+				io.Copy(io.Discard, c.r)
+			},
+			wantSeen: 2, wantRetry: 1, wantDials: 2,
+		},
+		{
+			name: "HEAD dropped by a draining connection", second: request("HEAD"),
+			onSecond: func(c *fakeConn) {
+				c.Conn.(*net.UnixConn).CloseWrite()
+				io.Copy(io.Discard, c.r)
+			},
+			wantSeen: 2, wantRetry: 1, wantDials: 2,
+		},
 		{
 			// Not checked when taken: the first write fails (EPIPE), so
 			// nothing reached php-fpm.
