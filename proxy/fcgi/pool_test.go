@@ -257,13 +257,16 @@ func TestPoolLIFOIdleTimeout(t *testing.T) {
 	}
 }
 
-// TestPoolDeadConnection: an application that closes each connection after
-// one request, with FCGI_KEEP_CONN or not (php-fpm with pm.max_requests=1).
-// Each connection is kept, and the next GET sent on it is retried on a new
-// one: kept connections are not checked when taken.
+// TestPoolDeadConnection: an application that ends each connection after
+// one request, with FCGI_KEEP_CONN or not, as php-fpm with
+// pm.max_requests=1 does: it half-closes it and discards what arrives until
+// it is closed. Each connection is kept, and the next GET sent on it is
+// retried on a new one: kept connections are not checked when taken.
 func TestPoolDeadConnection(t *testing.T) {
 	c := startFake(t, serveKeep(func(c *fakeConn, req fakeRequest, body []byte) bool {
 		reply(c, "\r\nok")
+		c.Conn.(*net.UnixConn).CloseWrite()
+		io.Copy(io.Discard, c.r)
 		return false
 	}))
 	const n = 50
