@@ -13,6 +13,7 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"reflect"
 	"slices"
@@ -308,6 +309,11 @@ func FuzzResponse(f *testing.F) {
 			return
 		}
 		c.Write(*current.Load())
+		// End the connection as php-fpm does at pm.max_requests: a
+		// request the client sends on it meanwhile is discarded, and
+		// retried on a new connection.
+		c.Conn.(*net.UnixConn).CloseWrite()
+		io.Copy(io.Discard, c.r)
 	})
 	c.MaxConns = 2
 	c.ReadTimeout = 10 * time.Second
