@@ -79,8 +79,8 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 
 	// resp.Header's keys are canonical (fcgi parses them so): indexed
 	// directly, without Get's canonicalization.
-	streaming := firstValue(resp.Header["X-Accel-Buffering"]) == "no" ||
-		strings.HasPrefix(firstValue(resp.Header["Content-Type"]), "text/event-stream")
+	streaming := equalFoldASCII(firstValue(resp.Header["X-Accel-Buffering"]), "no") ||
+		hasPrefixFold(firstValue(resp.Header["Content-Type"]), "text/event-stream")
 	hd := w.Header()
 	hd["Date"] = h.date.get(time.Now()) // PHP's own wins
 	for k, v := range resp.Header {
@@ -149,6 +149,14 @@ func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.R
 			}
 		}
 		if errors.Is(err, io.EOF) {
+			if left > 0 && w.cz.state == czEncoding {
+				// Shorter than PHP's Content-Length, which compression
+				// dropped: the body would end cleanly. Break the
+				// connection, after what came. (With the length sent,
+				// the server closes the connection itself, as nginx.)
+				w.Flush()
+				h.abort(w, r, x, fmt.Errorf("%w: body %d bytes short of its Content-Length %d", fcgi.ErrTruncated, left, declared))
+			}
 			return nil
 		}
 		if err != nil {
@@ -215,6 +223,11 @@ func (h *Handler) sendBuffered(w *recorder, r *http.Request, x *exchange, resp *
 	return nil
 }
 
+// hasPrefixFold reports whether s begins with prefix, ASCII case ignored.
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && equalFoldASCII(s[:len(prefix)], prefix)
+}
+
 // declaredLength is the body length PHP declared in hd (its Content-Length),
 // or -1: none, none that parses, a HEAD or a chunked body. The same value
 // sent twice is kept once; two different values are not ok (nginx: 502).
@@ -261,13 +274,12 @@ func discard(resp *fcgi.Response, err error) error {
 
 // abort ends a response whose status is already sent after php-fpm failed:
 // the only honest thing left is to break the client's connection, so that a
-// truncated body never looks whole.
+// truncated body never looks whole. So too when the client went (499): one
+// that only half-closed its side still reads, and must not get the end of
+// a body that did not end.
 func (h *Handler) abort(w *recorder, r *http.Request, x *exchange, err error) {
-	he := upstreamError(err, r.Context().Err() != nil)
-	h.fail(w, r, x, he)
-	if he.status != StatusClientClosed {
-		panic(http.ErrAbortHandler) // deferred: unpin, access log
-	}
+	h.fail(w, r, x, upstreamError(err, r.Context().Err() != nil))
+	panic(http.ErrAbortHandler) // deferred: unpin, access log
 }
 
 // routeParams sets the params that come from the route and the pinned

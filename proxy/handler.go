@@ -383,6 +383,10 @@ func (h *Handler) fail(w *recorder, r *http.Request, x *exchange, err error) {
 		// sent, as nginx logs a download cut short (static or PHP).
 		if !w.wroteHeader {
 			w.status = StatusClientClosed
+			// No response: a client that only half-closed its side
+			// still reads, and the server would answer an empty 200
+			// for the handler. nginx closes the connection too.
+			panic(http.ErrAbortHandler) // deferred: unpin, access log
 		}
 		return
 	}
@@ -390,8 +394,12 @@ func (h *Handler) fail(w *recorder, r *http.Request, x *exchange, err error) {
 		return
 	}
 	hd := w.Header()
+	closeConn := hd["Connection"] // a chunked request's close (ServeHTTP) stays
 	for k := range hd {
 		delete(hd, k)
+	}
+	if closeConn != nil {
+		hd["Connection"] = closeConn
 	}
 	for k, v := range he.header {
 		hd[k] = v
