@@ -27,6 +27,10 @@ type Options struct {
 	RetryInterval time.Duration
 	// KeepDrained is how many drained releases Snapshot remembers. Zero means 16.
 	KeepDrained int
+	// FirstGen numbers the release New starts with, so that a Releases
+	// that replaces another for the same deploy (a reload that changes
+	// the root) goes on from its numbers. Zero means 1.
+	FirstGen uint64
 	// Logger receives release switches, drains and resolve warnings.
 	// Nil means zap.NewNop().
 	Logger *zap.Logger
@@ -146,7 +150,7 @@ func New(opts Options) (*Releases, error) {
 		return nil, err
 	}
 	rs.res = res
-	rs.cur.Store(newRelease(res, 1, time.Now(), rs.released))
+	rs.cur.Store(newRelease(res, max(opts.FirstGen, 1), time.Now(), rs.released))
 	return rs, nil
 }
 

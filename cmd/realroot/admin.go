@@ -89,7 +89,7 @@ func startAdmin(c conf.Config, srv *server, log *zap.Logger) (*adminListener, er
 		return nil, err
 	}
 	opts := admin.Options{
-		Releases:  releasesOf(func() *resolve.Releases { return srv.cur.Load().root.rs }),
+		Releases:  serverReleases{srv},
 		Metrics:   srv.metrics,
 		PoolStats: func() fcgi.PoolStats { return sumPoolStats(srv.cur.Load().up.clients) },
 		Upstreams: func() []proxy.UpstreamStats {
@@ -168,13 +168,12 @@ func readyCheck(cur func() (conf.Config, *resolve.Releases)) func(context.Contex
 	}
 }
 
-// releasesOf adapts a func returning the releases being served (another
-// *resolve.Releases after a reload that changes the root) to
-// admin.Releases.
-type releasesOf func() *resolve.Releases
+// serverReleases is admin.Releases for srv: its merged Snapshot, and the
+// current root watcher's Stats.
+type serverReleases struct{ srv *server }
 
-func (f releasesOf) Snapshot() resolve.Snapshot { return f().Snapshot() }
-func (f releasesOf) Stats() resolve.Stats       { return f().Stats() }
+func (r serverReleases) Snapshot() resolve.Snapshot { return r.srv.snapshot() }
+func (r serverReleases) Stats() resolve.Stats       { return r.srv.cur.Load().root.rs.Stats() }
 
 // sumPoolStats adds up the pool counters of clients, for
 // admin.Options.PoolStats.
@@ -217,6 +216,7 @@ func warmer(h func() *proxy.Handler, paths []string, timeout time.Duration) func
 type drainHook struct {
 	command string
 	timeout time.Duration
+	reaper  *reaper // nil unless realroot is PID 1
 	log     *zap.Logger
 
 	mu     sync.Mutex
@@ -224,8 +224,10 @@ type drainHook struct {
 	wg     sync.WaitGroup
 }
 
-func newDrainHook(command string, timeout time.Duration, log *zap.Logger) *drainHook {
-	return &drainHook{command: command, timeout: timeout, log: log}
+// newDrainHook runs command on drain; with r, the reaper (realroot is
+// PID 1), through it.
+func newDrainHook(command string, timeout time.Duration, r *reaper, log *zap.Logger) *drainHook {
+	return &drainHook{command: command, timeout: timeout, reaper: r, log: log}
 }
 
 // OnDrain is resolve.Options.OnDrain: it starts the command and returns at
@@ -260,7 +262,12 @@ func (h *drainHook) run(info resolve.Info) {
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = time.Second // a background child holding the pipe
 	start := time.Now()
-	err := cmd.Run()
+	var err error
+	if h.reaper != nil {
+		err = h.reaper.run(cmd)
+	} else {
+		err = cmd.Run()
+	}
 	fields := []zap.Field{
 		zap.String("release", info.Dir),
 		zap.Uint64("gen", info.Gen),

@@ -261,7 +261,7 @@ func TestDrainHook(t *testing.T) {
 	dir := makeDeploy(t, "A", "B")
 	out := filepath.Join(t.TempDir(), "drained")
 	core, logs := observer.New(zap.InfoLevel)
-	hook := newDrainHook(`sleep 0.2; echo "$REALROOT_RELEASE $REALROOT_GEN $REALROOT_RELEASE_ROOT" >> `+out, 5*time.Second, zap.New(core))
+	hook := newDrainHook(`sleep 0.2; echo "$REALROOT_RELEASE $REALROOT_GEN $REALROOT_RELEASE_ROOT" >> `+out, 5*time.Second, nil, zap.New(core))
 	rs, err := resolve.New(resolve.Options{Root: filepath.Join(dir, "current", "public"), OnDrain: hook.OnDrain})
 	if err != nil {
 		t.Fatal(err)
@@ -298,7 +298,7 @@ func TestDrainHook(t *testing.T) {
 	}
 
 	// A command that outlives its timeout is killed and logged.
-	slow := newDrainHook("sleep 10", 100*time.Millisecond, zap.New(core))
+	slow := newDrainHook("sleep 10", 100*time.Millisecond, nil, zap.New(core))
 	start = time.Now()
 	slow.OnDrain(resolve.Info{Dir: relA, Gen: 7})
 	slow.Close()
@@ -335,3 +335,11 @@ func TestParseArgs(t *testing.T) {
 		}
 	}
 }
+
+// releasesOf adapts a func returning the releases being served (another
+// *resolve.Releases after a reload that changes the root) to
+// admin.Releases.
+type releasesOf func() *resolve.Releases
+
+func (f releasesOf) Snapshot() resolve.Snapshot { return f().Snapshot() }
+func (f releasesOf) Stats() resolve.Stats       { return f().Stats() }

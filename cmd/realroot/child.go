@@ -184,6 +184,25 @@ func (r *reaper) start(cmd *exec.Cmd) (<-chan syscall.WaitStatus, error) {
 	return ch, nil
 }
 
+// run runs cmd as exec.Cmd.Run does, its status collected by the reaper:
+// Wait alone would lose it to the reaper's wait4 of any child, and report
+// ECHILD for a command that succeeded.
+func (r *reaper) run(cmd *exec.Cmd) error {
+	status, err := r.start(cmd)
+	if err != nil {
+		return err
+	}
+	ws := <-status
+	cmd.Wait() // collects the goroutines copying output; its error is ECHILD
+	switch {
+	case ws.Signaled():
+		return fmt.Errorf("signal: %v", ws.Signal())
+	case ws.ExitStatus() != 0:
+		return fmt.Errorf("exit status %d", ws.ExitStatus())
+	}
+	return nil
+}
+
 func (r *reaper) reap() {
 	r.mu.Lock()
 	defer r.mu.Unlock()

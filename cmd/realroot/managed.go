@@ -63,16 +63,9 @@ var (
 // newManaged checks the template and php-fpm and makes the runtime
 // directory. Its pools start with the first root (poolRoot.start).
 func newManaged(c conf.Config, r *reaper, log *zap.Logger) (*managedPools, error) {
-	bin, err := lookupPHPFPM(c.PHPFPM)
+	bin, err := checkManaged(c)
 	if err != nil {
 		return nil, err
-	}
-	tmpl, err := os.ReadFile(c.ManagedPool)
-	if err == nil {
-		err = checkTemplate(string(tmpl))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("managed-pool %s: %w", c.ManagedPool, err)
 	}
 	base := os.TempDir()
 	if d, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":"); d != "" {
@@ -93,12 +86,41 @@ func newManaged(c conf.Config, r *reaper, log *zap.Logger) (*managedPools, error
 	return m, nil
 }
 
+// checkManaged finds c's php-fpm and checks its pool template; it returns
+// the php-fpm binary.
+func checkManaged(c conf.Config) (string, error) {
+	bin, err := lookupPHPFPM(c.PHPFPM)
+	if err != nil {
+		return "", err
+	}
+	tmpl, err := os.ReadFile(c.ManagedPool)
+	if err == nil {
+		err = checkTemplate(string(tmpl))
+	}
+	if err != nil {
+		return "", fmt.Errorf("managed-pool %s: %w", c.ManagedPool, err)
+	}
+	return bin, nil
+}
+
 // configure makes c the configuration of the pools started from now on:
-// its template, php-fpm, bounds and FastCGI client settings.
-func (m *managedPools) configure(c conf.Config) {
+// its template, php-fpm, bounds and FastCGI client settings. It checks them
+// as start-up does first, and changes nothing when that fails; restore puts
+// the previous configuration back, for a reload rejected later.
+func (m *managedPools) configure(c conf.Config) (restore func(), err error) {
+	bin, err := checkManaged(c)
+	if err != nil {
+		return nil, err
+	}
 	m.mu.Lock()
-	m.cfg = c
+	oldCfg, oldBin := m.cfg, m.bin
+	m.cfg, m.bin = c, bin
 	m.mu.Unlock()
+	return func() {
+		m.mu.Lock()
+		m.cfg, m.bin = oldCfg, oldBin
+		m.mu.Unlock()
+	}, nil
 }
 
 // poolRoot is what a root watcher (one resolve.Releases) has of the pools.
@@ -204,7 +226,7 @@ func (m *managedPools) launch(ctx context.Context, r *poolRoot, rel *resolve.Rel
 	m.wg.Add(1)
 	m.mu.Unlock()
 	defer m.wg.Done()
-	p, c, err := m.reserve(ctx, r, rel)
+	p, c, bin, err := m.reserve(ctx, r, rel)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +238,7 @@ func (m *managedPools) launch(ctx context.Context, r *poolRoot, rel *resolve.Rel
 		err = fmt.Errorf("managed-pool %s: %w", c.ManagedPool, err)
 	} else {
 		sctx, cancel := context.WithTimeout(ctx, c.PoolStartTimeout)
-		err = p.start(sctx, m.bin, string(tmpl), c, m.reaper)
+		err = p.start(sctx, bin, string(tmpl), c, m.reaper)
 		cancel()
 	}
 	if err != nil {
@@ -240,7 +262,7 @@ func (m *managedPools) launch(ctx context.Context, r *poolRoot, rel *resolve.Rel
 
 // reserve waits, at most pool-start-timeout, until fewer than max-pools
 // pools are alive, and adds a new one for rel to them.
-func (m *managedPools) reserve(ctx context.Context, r *poolRoot, rel *resolve.Release) (*fpmPool, conf.Config, error) {
+func (m *managedPools) reserve(ctx context.Context, r *poolRoot, rel *resolve.Release) (*fpmPool, conf.Config, string, error) {
 	var timeout <-chan time.Time
 	m.mu.Lock()
 	for len(m.alive) >= m.cfg.MaxPools && !m.closed && !r.closed {
@@ -256,7 +278,7 @@ func (m *managedPools) reserve(ctx context.Context, r *poolRoot, rel *resolve.Re
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return nil, conf.Config{}, context.Cause(ctx)
+			return nil, conf.Config{}, "", context.Cause(ctx)
 		case <-timeout:
 			m.mu.Lock()
 			if len(m.alive) < m.cfg.MaxPools {
@@ -265,14 +287,14 @@ func (m *managedPools) reserve(ctx context.Context, r *poolRoot, rel *resolve.Re
 			defer m.mu.Unlock()
 			old := m.alive[0]
 			r.retry = true
-			return nil, conf.Config{}, fmt.Errorf("%d php-fpm pools alive (max-pools %d); the oldest, of release %s (gen %d), %s with %d requests in flight, did not stop within pool-start-timeout %v; the switch is retried once a pool stops",
+			return nil, conf.Config{}, "", fmt.Errorf("%d php-fpm pools alive (max-pools %d); the oldest, of release %s (gen %d), %s with %d requests in flight, did not stop within pool-start-timeout %v; the switch is retried once a pool stops",
 				len(m.alive), m.cfg.MaxPools, old.rel.Dir, old.rel.Gen, old.state, old.rel.InFlight(), m.cfg.PoolStartTimeout)
 		}
 		m.mu.Lock()
 	}
 	defer m.mu.Unlock()
 	if m.closed || r.closed {
-		return nil, conf.Config{}, errShuttingDown
+		return nil, conf.Config{}, "", errShuttingDown
 	}
 	m.seq++
 	name := fmt.Sprintf("%s-%d", poolName(filepath.Base(rel.Dir)), m.seq)
@@ -284,7 +306,7 @@ func (m *managedPools) reserve(ctx context.Context, r *poolRoot, rel *resolve.Re
 		state: poolStarting, since: time.Now(), started: time.Now(),
 	}
 	m.alive = append(m.alive, p)
-	return p, m.cfg, nil
+	return p, m.cfg, m.bin, nil
 }
 
 // poolName makes a release directory's name fit a php-fpm pool name.

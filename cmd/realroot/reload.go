@@ -76,8 +76,9 @@ func (d *daemon) reloadConfig(srv *server) {
 		return
 	}
 	old := srv.config()
-	changed := conf.Changed(old, c)
-	if kept := keepRestartOnly(&c, old); len(kept) > 0 {
+	kept := keepRestartOnly(&c, old)
+	changed := conf.Changed(old, c) // what the reload applies
+	if len(kept) > 0 {
 		d.log.Warn("changing these settings needs a restart; they keep their running values",
 			zap.Strings("settings", kept))
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -102,13 +103,14 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 	}
 	var ch *child
 	var childDone <-chan struct{} // nil (never ready) without a child
+	var pending []os.Signal       // received while php-fpm started
 	if len(argv) > 0 {
 		var err error
 		if ch, err = startChild(argv, stdout, stderr, r, d.log.Named("php-fpm")); err != nil {
 			return err
 		}
 		childDone = ch.done
-		if err := d.waitChild(ch, sigs); err != nil {
+		if pending, err = d.waitChild(ch, sigs); err != nil {
 			return err
 		}
 	}
@@ -195,35 +197,26 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 		ready(addrs)
 	}
 
+	for _, sig := range pending {
+		if sig == syscall.SIGHUP {
+			// php-fpm read its configuration as it started: only
+			// realroot's is read again (a SIGUSR2 now could land while
+			// php-fpm re-executes itself, and kill it).
+			d.reloadConfig(srv)
+			continue
+		}
+		d.signal(sig, srv, ch)
+	}
 	var result error
 loop:
 	for {
 		select {
 		case sig := <-sigs:
-			switch sig {
-			case syscall.SIGTERM, syscall.SIGINT:
+			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
 				d.log.Info("signal received; draining", zap.Stringer("signal", sig))
 				break loop
-			case syscall.SIGHUP:
-				d.reloadConfig(srv)
-				if ch != nil {
-					ch.signal(syscall.SIGUSR2) // php-fpm's graceful reload
-				}
-			case syscall.SIGUSR2:
-				if ch != nil {
-					ch.signal(syscall.SIGUSR2)
-				}
-			case syscall.SIGUSR1:
-				if err := d.logs.reopen(); err != nil {
-					d.log.Error("reopening log files", zap.Error(err))
-				}
-				if ch != nil {
-					ch.signal(syscall.SIGUSR1) // php-fpm reopens its logs
-				}
-				if srv.pools != nil {
-					srv.pools.signal(syscall.SIGUSR1)
-				}
 			}
+			d.signal(sig, srv, ch)
 		case <-childDone:
 			d.log.Error("php-fpm exited; draining", zap.Int("status", ch.exitCode()))
 			result = exitCode(ch.exitCode())
@@ -292,9 +285,10 @@ func (d *daemon) drain(hsrv httpServer, adm *adminListener, srv *server, ch *chi
 	return result
 }
 
-// waitChild waits until php-fpm accepts on every fastcgi address, handling
-// signals meanwhile. It returns an error when realroot must stop.
-func (d *daemon) waitChild(ch *child, sigs <-chan os.Signal) error {
+// waitChild waits until php-fpm accepts on every fastcgi address. SIGTERM
+// and SIGINT meanwhile stop it; the other signals are returned, for run to
+// handle once serving. It returns an error when realroot must stop.
+func (d *daemon) waitChild(ch *child, sigs <-chan os.Signal) (pending []os.Signal, err error) {
 	var addrs [][2]string
 	for _, a := range d.cfg.FastCGI {
 		network, address, _ := conf.ParseFastCGI(a)
@@ -310,9 +304,9 @@ func (d *daemon) waitChild(ch *child, sigs <-chan os.Signal) error {
 			if err != nil {
 				d.log.Error("php-fpm did not start", zap.Error(err))
 				d.stopChild(ch)
-				return exitCode(ch.exitCode())
+				return nil, exitCode(ch.exitCode())
 			}
-			return nil
+			return pending, nil
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGTERM, syscall.SIGINT:
@@ -320,12 +314,40 @@ func (d *daemon) waitChild(ch *child, sigs <-chan os.Signal) error {
 				cancel()
 				<-readyc
 				d.stopChild(ch)
-				return exitCode(ch.exitCode())
-			case syscall.SIGHUP, syscall.SIGUSR2:
-				ch.signal(syscall.SIGUSR2)
-			case syscall.SIGUSR1:
-				ch.signal(syscall.SIGUSR1)
+				return nil, exitCode(ch.exitCode())
+			default:
+				// Handled once php-fpm accepts: it installs its signal
+				// handlers late in its start, and until then SIGUSR2
+				// kills it; realroot's own reload needs the server.
+				if !slices.Contains(pending, sig) {
+					pending = append(pending, sig)
+				}
 			}
+		}
+	}
+}
+
+// signal handles a signal other than SIGTERM and SIGINT while serving.
+func (d *daemon) signal(sig os.Signal, srv *server, ch *child) {
+	switch sig {
+	case syscall.SIGHUP:
+		d.reloadConfig(srv)
+		if ch != nil {
+			ch.signal(syscall.SIGUSR2) // php-fpm's graceful reload
+		}
+	case syscall.SIGUSR2:
+		if ch != nil {
+			ch.signal(syscall.SIGUSR2)
+		}
+	case syscall.SIGUSR1:
+		if err := d.logs.reopen(); err != nil {
+			d.log.Error("reopening log files", zap.Error(err))
+		}
+		if ch != nil {
+			ch.signal(syscall.SIGUSR1) // php-fpm reopens its logs
+		}
+		if srv.pools != nil {
+			srv.pools.signal(syscall.SIGUSR1)
 		}
 	}
 }

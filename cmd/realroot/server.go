@@ -32,8 +32,9 @@ type server struct {
 	drain   *drainHook     // nil without on-drain
 	pools   *managedPools  // nil unless managed-pool: realroot runs php-fpm
 
-	mu sync.Mutex     // serializes reloads and reference counts
-	wg sync.WaitGroup // watchers and the goroutines retiring generations
+	mu    sync.Mutex                   // serializes reloads and reference counts
+	roots atomic.Pointer[[]*rootWatch] // the root watchers in use; replaced (never changed) under mu
+	wg    sync.WaitGroup               // watchers and the goroutines retiring generations
 }
 
 // generation is one configuration's handler and what it uses.
@@ -68,7 +69,7 @@ type rootWatch struct {
 func newServer(c conf.Config, logs *logs, r *reaper) (*server, error) {
 	s := &server{logs: logs, log: logs.main, metrics: admin.NewMetrics()}
 	if c.OnDrain != "" {
-		s.drain = newDrainHook(c.OnDrain, c.OnDrainTimeout, s.log.Named("on-drain"))
+		s.drain = newDrainHook(c.OnDrain, c.OnDrainTimeout, r, s.log.Named("on-drain"))
 	}
 	if c.ManagedPool != "" {
 		var err error
@@ -186,13 +187,28 @@ func (s *server) retire(g *generation) {
 // restart-only, so that a watcher built for a new root by a reload gets the
 // same. The files its checks look for follow the routing settings.
 func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
-	g := &generation{cfg: c, drained: make(chan struct{})}
 	if (s.pools != nil) != (c.ManagedPool != "") {
 		return nil, errors.New("managed-pool: turning managed mode on or off needs a restart")
 	}
-	if s.pools != nil {
-		s.pools.configure(c)
+	if s.pools == nil {
+		return s.buildGen(c, prev)
 	}
+	// The pools' settings change first (a new root's pool starts with
+	// them), and back if the generation cannot be built.
+	restore, err := s.pools.configure(c)
+	if err != nil {
+		return nil, err
+	}
+	g, err := s.buildGen(c, prev)
+	if err != nil {
+		restore()
+	}
+	return g, err
+}
+
+// buildGen is build, once the managed pools have c's settings.
+func (s *server) buildGen(c conf.Config, prev *generation) (*generation, error) {
+	g := &generation{cfg: c, drained: make(chan struct{})}
 	var run func()
 	if prev != nil && prev.cfg.Root == c.Root && prev.cfg.PollInterval == c.PollInterval {
 		g.root = prev.root
@@ -220,6 +236,11 @@ func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
 				return g.handler
 			}, c.Warm, c.WarmTimeout),
 			KeepOnPrepareError: c.WarmFailure != "switch",
+		}
+		if prev != nil {
+			// Go on from the watcher this one replaces: switch --wait
+			// compares generations across the reload.
+			opts.FirstGen = prev.root.rs.Current().Gen + 1
 		}
 		if s.drain != nil {
 			opts.OnDrain = s.drain.OnDrain
@@ -258,7 +279,14 @@ func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
 			s.wg.Go(func() { bal.Run(ctx) })
 		}
 	}
-	g.root.refs++
+	if g.root.refs++; g.root.refs == 1 {
+		var roots []*rootWatch
+		if p := s.roots.Load(); p != nil {
+			roots = *p
+		}
+		roots = append(slices.Clip(roots), g.root)
+		s.roots.Store(&roots)
+	}
 	g.up.refs++
 	var cache []proxy.CacheRule
 	for _, r := range c.CacheControl {
@@ -297,9 +325,49 @@ func (s *server) build(c conf.Config, prev *generation) (*generation, error) {
 	return g, nil
 }
 
+// snapshot is the releases' state for the admin API: the current root
+// watcher's, with what older watchers still in use (a reload changed the
+// root or the poll interval) hold in flight counted as draining, so that a
+// prune never deletes a release that requests of an older configuration
+// still run on.
+func (s *server) snapshot() resolve.Snapshot {
+	cur := s.cur.Load().root
+	snap := cur.rs.Snapshot()
+	listed := func(dir string) bool {
+		if dir == snap.Current.Dir {
+			return true
+		}
+		for _, in := range append(snap.Draining, snap.Drained...) {
+			if in.Dir == dir {
+				return true
+			}
+		}
+		return false
+	}
+	for _, w := range *s.roots.Load() {
+		if w == cur {
+			continue
+		}
+		o := w.rs.Snapshot()
+		for _, in := range append([]resolve.Info{o.Current}, o.Draining...) {
+			if !listed(in.Dir) {
+				snap.Draining = append(snap.Draining, in)
+			}
+		}
+		for _, in := range o.Drained {
+			if !listed(in.Dir) {
+				snap.Drained = append(snap.Drained, in)
+			}
+		}
+	}
+	return snap
+}
+
 // unref drops g's references; what is left unused is stopped. s.mu is held.
 func (s *server) unref(g *generation) {
 	if g.root.refs--; g.root.refs == 0 {
+		roots := slices.DeleteFunc(slices.Clone(*s.roots.Load()), func(w *rootWatch) bool { return w == g.root })
+		s.roots.Store(&roots)
 		g.root.cancel()
 		if g.root.pools != nil {
 			g.root.pools.close()
