@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -99,12 +100,14 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 	if h.opts.BufferResponses && !streaming {
 		return h.sendBuffered(w, r, x, resp, start)
 	}
-	return h.stream(w, r, x, resp)
+	return h.stream(w, r, x, resp, !streaming)
 }
 
 // stream copies php-fpm's response to the client as it arrives, flushing
-// whenever php-fpm has nothing more ready.
-func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.Response) error {
+// whenever php-fpm has nothing more ready. When the client leaves, the rest
+// is drained if drain is set (see clientGone); a stream is not: closing its
+// connection makes PHP's next write fail, which ends the script.
+func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.Response, drain bool) error {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
@@ -121,6 +124,10 @@ func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.R
 		return &httpError{status: http.StatusBadGateway, msg: "php-fpm sent two different Content-Lengths", upstream: "protocol"}
 	}
 	declared := left
+	if r.Context().Err() != nil {
+		// The client left while php-fpm worked: nothing was sent.
+		return clientGone(resp, drain, context.Cause(r.Context()))
+	}
 	w.WriteHeader(resp.Status)
 	if !bodyAllowed(resp.Status) {
 		return discard(resp, err)
@@ -133,7 +140,7 @@ func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.R
 			// ("upstream sent more data than specified"). The server would
 			// refuse the whole write that crosses the length.
 			if _, werr := w.Write(buf[:left]); werr != nil {
-				return &httpError{status: StatusClientClosed, msg: "client closed request", err: werr}
+				return clientGone(resp, drain, werr)
 			}
 			h.log.Warn("php-fpm response longer than its Content-Length: cut",
 				zap.Int64("content_length", declared),
@@ -142,7 +149,7 @@ func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.R
 		}
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return &httpError{status: StatusClientClosed, msg: "client closed request", err: werr}
+				return clientGone(resp, drain, werr)
 			}
 			if left >= 0 {
 				left -= int64(n)
@@ -168,6 +175,19 @@ func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.R
 		}
 		n, err = resp.Body.Read(buf)
 	}
+}
+
+// clientGone is the 499 of a client that left before its response was sent
+// whole. With drain it first reads what php-fpm still sends, and drops it:
+// php-fpm runs the script on whether or not its client is there, and the
+// FastCGI client (FinishOnCancel) keeps the exchange going, so the request,
+// with its lease on the release and its connection, ends when php-fpm is
+// done, bounded by its ReadTimeout. Without, the connection is closed.
+func clientGone(resp *fcgi.Response, drain bool, err error) error {
+	if drain {
+		io.Copy(io.Discard, resp.Body)
+	}
+	return &httpError{status: StatusClientClosed, msg: "client closed request", err: err}
 }
 
 // sendBuffered reads php-fpm's whole response (memory up to BufferMemory,

@@ -6,17 +6,20 @@ package proxy
 import (
 	"bufio"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"realroot/internal/fcgitest"
+	"realroot/internal/testutil"
 	"realroot/proxy/fcgi"
 )
 
@@ -216,4 +219,47 @@ func TestHalfCloseBeforeAnswer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLeaseHeldWhilePHPRuns: a client that goes away mid-request leaves
+// php-fpm running the script (PHP notices only when it writes, if at all):
+// the request keeps its release's lease until php-fpm is done with it, so
+// that the release does not read as drained, and is not pruned, under a
+// script that still includes its files. Before the fix the lease went with
+// the client.
+func TestLeaseHeldWhilePHPRuns(t *testing.T) {
+	files := map[string]string{"public/index.php": "<?php echo 'front';", "public/slow.php": `<?php
+usleep(1500000);
+file_put_contents($_GET['f'], __DIR__);
+echo "done";`}
+	dir := newDeploy(t, files, "A")
+	srv, rs := newPHPServer(t, dir, Options{})
+	mdir := t.TempDir()
+	os.Chmod(mdir, 0o777)
+	marker := filepath.Join(mdir, "ran")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/slow.php?f="+marker, nil)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("slow.php answered within 300ms")
+	}
+	rel := rs.Pin()
+	defer rel.Unpin()
+	// Until the script has run, its request is in flight (besides ours).
+	for {
+		_, err := os.Stat(marker)
+		ran := err == nil
+		n := rel.InFlight() - 1
+		if ran {
+			break
+		}
+		if n < 1 {
+			t.Fatalf("release %s: %d requests in flight while slow.php still runs; want 1", rel.Root, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Then it ends.
+	testutil.WaitFor(t, "the request to end", func() bool { return rel.InFlight() == 1 })
 }

@@ -102,6 +102,15 @@ type Client struct {
 	// DisableKeepAlive opens one connection per request, like nginx
 	// without fastcgi_keep_conn. MaxConns still bounds them.
 	DisableKeepAlive bool
+	// FinishOnCancel lets Do's ctx end only the wait for a connection:
+	// once the request goes out, the exchange runs to php-fpm's end
+	// (bounded by ReadTimeout and WriteTimeout), and the caller reads or
+	// drains the Body even when ctx is done (nginx's
+	// fastcgi_ignore_client_abort). php-fpm runs a script whose client
+	// left on anyway; so the connection stays counted as busy while its
+	// worker is, and the caller learns when php-fpm is done. False means
+	// ctx done aborts the exchange and closes its connection.
+	FinishOnCancel bool
 
 	pool pool
 }
@@ -184,6 +193,9 @@ func (c *Client) Do(ctx context.Context, req *gofast.Request) (*Response, error)
 		putBuf(bufp)
 		closeStdin(req)
 		return nil, err
+	}
+	if c.FinishOnCancel {
+		ctx = context.WithoutCancel(ctx)
 	}
 	resp, retry, err := c.attempt(ctx, pc, req, bufp)
 	if !retry {

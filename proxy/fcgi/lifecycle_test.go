@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"realroot/internal/testutil"
 	"testing"
 	"time"
 
@@ -162,5 +163,65 @@ func TestCancelCause(t *testing.T) {
 	_, err := c.Do(ctx, &gofast.Request{Params: baseParams("GET")})
 	if !errors.Is(err, context.Canceled) || !errors.Is(err, cause) {
 		t.Errorf("got %v; want context.Canceled and its cause", err)
+	}
+}
+
+// TestFinishOnCancel: with FinishOnCancel, ctx ends the wait for a
+// connection, but not an exchange under way: the answer php-fpm sends after
+// ctx is done is read whole, and the connection goes back to the pool.
+func TestFinishOnCancel(t *testing.T) {
+	gotReq := make(chan struct{})
+	answer := make(chan struct{})
+	c := startFake(t, serveKeep(func(fc *fakeConn, req fakeRequest, body []byte) bool {
+		if req.params["REQUEST_URI"] == "/slow" {
+			close(gotReq)
+			<-answer
+		}
+		return reply(fc, "\r\nanswered")
+	}))
+	c.FinishOnCancel = true
+	c.MaxConns = 1
+	c.QueueTimeout = time.Minute
+
+	ctx, cancel := context.WithCancel(context.Background())
+	p := baseParams("GET")
+	p["REQUEST_URI"] = "/slow"
+	type result struct {
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := c.Do(ctx, &gofast.Request{Params: p})
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- result{string(b), err}
+	}()
+	<-gotReq
+	cancel() // the client leaves while php-fpm runs the script
+
+	// A second request waits for the one connection; its ctx ends the wait.
+	qctx, qcancel := context.WithCancel(context.Background())
+	queued := make(chan error, 1)
+	go func() {
+		_, err := c.Do(qctx, &gofast.Request{Params: baseParams("GET")})
+		queued <- err
+	}()
+	testutil.WaitFor(t, "the second request to queue", func() bool { return c.Stats().Waiting == 1 })
+	qcancel()
+	if err := <-queued; !errors.Is(err, context.Canceled) {
+		t.Errorf("queued Do after cancel = %v; want context.Canceled", err)
+	}
+
+	close(answer)
+	if r := <-done; r.err != nil || r.body != "answered" {
+		t.Errorf("body after cancel = %q, %v; want the whole answer", r.body, r.err)
+	}
+	if s := c.Stats(); s.Idle != 1 || s.Open != 1 {
+		t.Errorf("Stats() = %+v; want the connection back, idle", s)
 	}
 }
