@@ -7,7 +7,8 @@
 // file key some-name, the flag --some-name and the environment variable
 // REALROOT_SOME_NAME. List flags repeat (--deny /a --deny /b); in the file
 // they are arrays and in the environment comma-separated (one item per line
-// for param and cache-control, whose values may hold commas).
+// for param, cache-control, header and internal-location, whose values may
+// hold commas).
 package conf
 
 import (

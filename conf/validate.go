@@ -42,10 +42,21 @@ func (c *Config) Validate() error {
 	case len(c.FastCGI) == 0:
 		bad("fastcgi", "at least one address is required")
 	}
+	seen := map[string]bool{}
 	for _, a := range c.FastCGI {
-		if _, _, err := ParseFastCGI(a); err != nil {
+		network, address, err := ParseFastCGI(a)
+		if err != nil {
 			bad("fastcgi", "%v", err)
+			continue
 		}
+		key := network + ":" + strings.ToLower(address)
+		if network == "unix" {
+			key = network + ":" + filepath.Clean(address)
+		}
+		if seen[key] {
+			bad("fastcgi", "%q is given twice: max-conns applies per address, so one php-fpm would get twice its connections", a)
+		}
+		seen[key] = true
 	}
 	if c.PingPath != "" && !strings.HasPrefix(c.PingPath, "/") {
 		bad("ping-path", "%q does not start with /", c.PingPath)
@@ -142,6 +153,9 @@ func (c *Config) Validate() error {
 			bad(t.key, "%v is below %v", t.d, t.min)
 		}
 	}
+	if c.PollInterval > 0 && c.PollInterval < minPollInterval {
+		bad("poll-interval", "%v is below %v (0 turns it off)", c.PollInterval, minPollInterval)
+	}
 	if c.UpstreamHealthInterval > 0 && c.UpstreamHealthInterval < minHealthInterval {
 		bad("upstream-health-interval", "%v is below %v (0 turns it off)", c.UpstreamHealthInterval, minHealthInterval)
 	}
@@ -210,6 +224,10 @@ func (c *Config) Validate() error {
 // minHealthInterval bounds upstream-health-interval from below, so that
 // health checks cannot take a share of php-fpm's workers.
 const minHealthInterval = 100 * time.Millisecond
+
+// minPollInterval bounds poll-interval from below (a typo of 1s as 1us
+// would make the watcher spin: each tick is a readlink per link and a stat).
+const minPollInterval = 10 * time.Millisecond
 
 // maxURILength bounds max-uri-length: the request line counts in the HTTP
 // server's limit on a request's headers (cmd's http.Server.MaxHeaderBytes).

@@ -31,13 +31,24 @@ type ReleaseList struct {
 // ErrCurrent: the link points at the release.
 var ErrCurrent = errors.New("release is current")
 
+// projectNames are names found at the top of a PHP project, never the name
+// of a release (a timestamp, a number, a commit, a version).
+var projectNames = map[string]bool{
+	"vendor": true, "composer.json": true, "composer.lock": true, "src": true,
+	"app": true, "config": true, "public": true, "bootstrap": true, "storage": true,
+	"node_modules": true, "package.json": true, "artisan": true, "index.php": true,
+	"web": true, "var": true, ".env": true,
+}
+
 // ListReleases lists the directories beside link's target, oldest first:
 // by number when every name is one (timestamps like 20261121120000,
 // Deployer's 1, 2, 3), else by mtime. Names starting with "." and entries
 // that are not directories are left out.
 //
 // It refuses a link whose target lies in the link's own directory or above
-// it (current -> ../v2): that directory holds more than releases.
+// it (current -> ../v2): that directory holds more than releases; and one
+// whose target's directory holds a project's files (vendor, composer.json):
+// the link points into a release (current -> releases/B/public).
 func ListReleases(link string) (*ReleaseList, error) {
 	link, err := filepath.Abs(link)
 	if err != nil {
@@ -68,6 +79,12 @@ func ListReleases(link string) (*ReleaseList, error) {
 	}
 	l := &ReleaseList{Link: link, Dir: dir}
 	for _, e := range ents {
+		if projectNames[e.Name()] {
+			// A release's own content: the link points into a release
+			// (current -> releases/B/public), and its other directories
+			// (vendor, src) would pass for releases, and be pruned.
+			return nil, fmt.Errorf("releases of %s: its target %s is in %s, which holds %s: that is a release, not a directory of releases; point the link at the release (releases/B) and the root at its public/", link, target, dir, e.Name())
+		}
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}

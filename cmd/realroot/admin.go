@@ -91,7 +91,7 @@ func startAdmin(c conf.Config, srv *server, log *zap.Logger) (*adminListener, er
 	opts := admin.Options{
 		Releases:  serverReleases{srv},
 		Metrics:   srv.metrics,
-		PoolStats: func() fcgi.PoolStats { return sumPoolStats(srv.cur.Load().up.clients) },
+		PoolStats: srv.poolStats,
 		Upstreams: func() []proxy.UpstreamStats {
 			if b := srv.cur.Load().up.bal; b != nil {
 				return b.Stats()
@@ -103,8 +103,9 @@ func startAdmin(c conf.Config, srv *server, log *zap.Logger) (*adminListener, er
 			g := srv.cur.Load()
 			return g.cfg, g.root.rs
 		}),
-		Pprof:  c.AdminPprof,
-		Logger: log,
+		Stopping: srv.stopping.Load,
+		Pprof:    c.AdminPprof,
+		Logger:   log,
 	}
 	if m := srv.pools; m != nil { // managed mode: the pools realroot runs
 		opts.PoolStats, opts.Pools = m.poolStats, m.info
@@ -168,12 +169,12 @@ func readyCheck(cur func() (conf.Config, *resolve.Releases)) func(context.Contex
 	}
 }
 
-// serverReleases is admin.Releases for srv: its merged Snapshot, and the
-// current root watcher's Stats.
+// serverReleases is admin.Releases for srv: its merged Snapshot and
+// Stats.
 type serverReleases struct{ srv *server }
 
 func (r serverReleases) Snapshot() resolve.Snapshot { return r.srv.snapshot() }
-func (r serverReleases) Stats() resolve.Stats       { return r.srv.cur.Load().root.rs.Stats() }
+func (r serverReleases) Stats() resolve.Stats       { return r.srv.releaseStats() }
 
 // sumPoolStats adds up the pool counters of clients, for
 // admin.Options.PoolStats.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"realroot/proxy/admin"
 	"realroot/resolve"
@@ -96,6 +97,12 @@ func listReleases(args []string, getenv func(string) string, stdout, stderr io.W
 	busy := func(r resolve.ReleaseDir) bool {
 		state, _ := releaseState(r, st)
 		return state == "current" || state == "draining"
+	}
+	for _, r := range l.Releases {
+		if !utf8.ValidString(r.Name) {
+			// /status (JSON) cannot name it exactly: its state is unknown.
+			return fmt.Errorf("releases: %q is not a UTF-8 name, which the server's status cannot report exactly; not pruning", r.Name)
+		}
 	}
 	doomed := l.Prunable(*keep, busy)
 	var errs []error

@@ -259,6 +259,7 @@ func (d *daemon) drain(hsrv httpServer, adm *adminListener, srv *server, ch *chi
 			}
 		}
 	}()
+	srv.stopping.Store(true) // /readyz: 503 from now on
 	if err := hsrv.Shutdown(ctx); err != nil {
 		d.log.Warn("in-flight requests cut short; closing connections", zap.Error(err))
 		hsrv.Close()

@@ -32,6 +32,14 @@ type server struct {
 	drain   *drainHook     // nil without on-drain
 	pools   *managedPools  // nil unless managed-pool: realroot runs php-fpm
 
+	stopping atomic.Bool // set once shutting down, for /readyz
+
+	// What root watchers and FastCGI clients that a reload replaced had
+	// counted, so that the admin API's counters never go down.
+	baseMu      sync.Mutex
+	releaseBase resolve.Stats
+	poolBase    fcgi.PoolStats
+
 	mu    sync.Mutex                   // serializes reloads and reference counts
 	roots atomic.Pointer[[]*rootWatch] // the root watchers in use; replaced (never changed) under mu
 	wg    sync.WaitGroup               // watchers and the goroutines retiring generations
@@ -140,7 +148,15 @@ func (s *server) reload(c conf.Config) error {
 	if err != nil {
 		return err
 	}
+	s.baseMu.Lock()
+	if g.root != old.root {
+		s.releaseBase = addReleaseStats(s.releaseBase, old.root.rs.Stats())
+	}
+	if g.up != old.up {
+		s.poolBase = addPoolCounters(s.poolBase, sumPoolStats(old.up.clients))
+	}
 	s.cur.Store(g)
+	s.baseMu.Unlock()
 	s.retire(old)
 	return nil
 }
@@ -325,24 +341,53 @@ func (s *server) buildGen(c conf.Config, prev *generation) (*generation, error) 
 	return g, nil
 }
 
+// releaseStats is the current root watcher's counters, plus those of the
+// watchers reloads replaced.
+func (s *server) releaseStats() resolve.Stats {
+	s.baseMu.Lock()
+	defer s.baseMu.Unlock()
+	return addReleaseStats(s.releaseBase, s.cur.Load().root.rs.Stats())
+}
+
+// poolStats is the current FastCGI clients' state, plus the counters of
+// the clients reloads replaced.
+func (s *server) poolStats() fcgi.PoolStats {
+	s.baseMu.Lock()
+	defer s.baseMu.Unlock()
+	return addPoolCounters(sumPoolStats(s.cur.Load().up.clients), s.poolBase)
+}
+
+func addReleaseStats(a, b resolve.Stats) resolve.Stats {
+	a.Switches += b.Switches
+	a.ResolveFailures += b.ResolveFailures
+	a.WatchDetections += b.WatchDetections
+	a.PollDetections += b.PollDetections
+	a.PrepareFailures += b.PrepareFailures
+	return a
+}
+
+// addPoolCounters adds b's counters to a; a's gauges (Open, Idle...) stay.
+func addPoolCounters(a, b fcgi.PoolStats) fcgi.PoolStats {
+	a.Dials += b.Dials
+	a.Reuses += b.Reuses
+	a.Retries += b.Retries
+	a.Busy += b.Busy
+	a.IdleClosed += b.IdleClosed
+	a.Yielded += b.Yielded
+	return a
+}
+
 // snapshot is the releases' state for the admin API: the current root
 // watcher's, with what older watchers still in use (a reload changed the
-// root or the poll interval) hold in flight counted as draining, so that a
+// root or the poll interval) have in flight counted as draining, so that a
 // prune never deletes a release that requests of an older configuration
-// still run on.
+// still run on. A release both watchers know is draining if either has it
+// so, with their requests added up.
 func (s *server) snapshot() resolve.Snapshot {
 	cur := s.cur.Load().root
 	snap := cur.rs.Snapshot()
-	listed := func(dir string) bool {
-		if dir == snap.Current.Dir {
-			return true
-		}
-		for _, in := range append(snap.Draining, snap.Drained...) {
-			if in.Dir == dir {
-				return true
-			}
-		}
-		return false
+	index := func(list []resolve.Info, dir string) int {
+		return slices.IndexFunc(list, func(in resolve.Info) bool { return in.Dir == dir })
 	}
 	for _, w := range *s.roots.Load() {
 		if w == cur {
@@ -350,12 +395,20 @@ func (s *server) snapshot() resolve.Snapshot {
 		}
 		o := w.rs.Snapshot()
 		for _, in := range append([]resolve.Info{o.Current}, o.Draining...) {
-			if !listed(in.Dir) {
-				snap.Draining = append(snap.Draining, in)
+			if in.Dir == snap.Current.Dir {
+				continue
 			}
+			if i := index(snap.Draining, in.Dir); i >= 0 {
+				snap.Draining[i].InFlight += in.InFlight
+				continue
+			}
+			if i := index(snap.Drained, in.Dir); i >= 0 {
+				snap.Drained = slices.Delete(snap.Drained, i, i+1)
+			}
+			snap.Draining = append(snap.Draining, in)
 		}
 		for _, in := range o.Drained {
-			if !listed(in.Dir) {
+			if in.Dir != snap.Current.Dir && index(snap.Draining, in.Dir) < 0 && index(snap.Drained, in.Dir) < 0 {
 				snap.Drained = append(snap.Drained, in)
 			}
 		}

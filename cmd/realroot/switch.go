@@ -128,7 +128,7 @@ func waitSwitch(ctx context.Context, w io.Writer, base string, prev resolve.Info
 				fmt.Fprintf(w, "the server serves %s (gen %d) after %v\n", s.Current.Dir, s.Current.Gen, since(start))
 			}
 			if switched {
-				if _, draining := inFlight(s, prev.Gen); !draining {
+				if _, draining := inFlight(s, prev); !draining {
 					fmt.Fprintf(w, "the previous release %s (gen %d) drained after %v\n", prev.Dir, prev.Gen, since(start))
 					return nil
 				}
@@ -149,21 +149,25 @@ func waitSwitch(ctx context.Context, w io.Writer, base string, prev resolve.Info
 			return fmt.Errorf("switch: timed out after %v: the server still serves %s (gen %d), not %s; a failed warm-up keeps the old release (see the server's log), or --admin is not the server of this link",
 				timeout, last.Current.Dir, last.Current.Gen, real)
 		}
-		n, _ := inFlight(last, prev.Gen)
+		n, _ := inFlight(last, prev)
 		return fmt.Errorf("switch: timed out after %v: the previous release %s (gen %d) still has %d in flight",
 			timeout, prev.Dir, prev.Gen, n)
 	}
 }
 
-// inFlight returns the requests in flight on generation gen, and whether it
-// is still draining.
-func inFlight(s admin.Status, gen uint64) (int64, bool) {
+// inFlight returns the requests in flight on the release prev, and whether
+// it is still draining: its generation, or its directory (a reload that
+// rebuilt the root watcher lists it under the older watcher's number).
+func inFlight(s admin.Status, prev resolve.Info) (int64, bool) {
+	var n int64
+	draining := false
 	for _, d := range s.Draining {
-		if d.Gen == gen {
-			return d.InFlight, true
+		if d.Gen == prev.Gen || d.Dir == prev.Dir {
+			n += d.InFlight
+			draining = true
 		}
 	}
-	return 0, false
+	return n, draining
 }
 
 func since(t time.Time) time.Duration {

@@ -61,6 +61,10 @@ type Options struct {
 	ReadyCache time.Duration
 	// ReadyTimeout bounds one Ready call. Zero means 2s.
 	ReadyTimeout time.Duration
+	// Stopping reports whether the server is shutting down: /readyz then
+	// answers 503 at once, whatever Ready said last, so that a probe stops
+	// sending clients to listeners that are closed. Nil means never.
+	Stopping func() bool
 	// Upstreams returns the state of each php-fpm upstream when there are
 	// several (proxy.Balancer.Stats), for /status and /metrics. Nil means
 	// one upstream.
@@ -145,9 +149,10 @@ type PoolStatus struct {
 
 // Handler serves the admin API. Create it with New.
 type Handler struct {
-	opts  Options
-	mux   *http.ServeMux
-	ready probe
+	opts     Options
+	mux      *http.ServeMux
+	ready    probe
+	stopping func() bool
 }
 
 // New returns the admin API's handler.
@@ -160,6 +165,7 @@ func New(opts Options) *Handler {
 	}
 	h := &Handler{opts: opts, mux: http.NewServeMux()}
 	h.ready = probe{fn: opts.Ready, ttl: opts.ReadyCache, timeout: opts.ReadyTimeout}
+	h.stopping = opts.Stopping
 	if h.ready.ttl <= 0 {
 		h.ready.ttl = time.Second
 	}
@@ -250,6 +256,10 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
+	if h.stopping != nil && h.stopping() {
+		text(w, http.StatusServiceUnavailable, "not ready: shutting down\n")
+		return
+	}
 	if err, _ := h.ready.check(r.Context()); err != nil {
 		text(w, http.StatusServiceUnavailable, fmt.Sprintf("not ready: %v\n", err))
 		return

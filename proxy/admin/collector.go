@@ -2,7 +2,9 @@ package admin
 
 import (
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -117,11 +119,13 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	// Label values must be UTF-8, or the metric panics and the rest of the
+	// scrape is lost; a release path need not be.
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), validLabels(labels)...)
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, validLabels(labels)...)
 	}
 
 	st := c.releases.Stats()
@@ -183,4 +187,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descBusy, p.Busy)
 	counter(descIdleClosed, p.IdleClosed)
 	counter(descYielded, p.Yielded)
+}
+
+// validLabels replaces what is not UTF-8 in label values with U+FFFD.
+func validLabels(labels []string) []string {
+	for i, l := range labels {
+		if !utf8.ValidString(l) {
+			labels[i] = strings.ToValidUTF8(l, "\uFFFD")
+		}
+	}
+	return labels
 }

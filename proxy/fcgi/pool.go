@@ -54,10 +54,9 @@ type PoolStats struct {
 	Dials  uint64 // connections opened
 	Reuses uint64 // exchanges started on a kept connection, retried ones included
 	// Retries counts the requests retried on a new connection because
-	// their kept one failed before any byte of response (see Client.Do):
-	// mostly kept connections that php-fpm closed while they were idle
-	// (pm.max_requests, a reload, request_terminate_timeout), since they
-	// are not checked when taken; also php-fpm dying while running one.
+	// their kept one had been given up by php-fpm (see Client.Do): closed
+	// while idle (a reload, request_terminate_timeout) or half-closed at
+	// pm.max_requests, since kept connections are not checked when taken.
 	Retries    uint64
 	Busy       uint64 // requests refused with ErrBusy
 	IdleClosed uint64 // idle connections closed after IdleTimeout
