@@ -169,6 +169,17 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 			Rejected:          srv.rejected,
 		}
 	}
+	// Signals that came while php-fpm started, before the first request.
+	for _, sig := range pending {
+		if sig == syscall.SIGHUP {
+			// php-fpm read its configuration as it started: only
+			// realroot's is read again (a SIGUSR2 now could land while
+			// php-fpm re-executes itself, and kill it).
+			d.reloadConfig(srv)
+			continue
+		}
+		d.signal(sig, srv, ch)
+	}
 	serveErr := make(chan error, len(lns))
 	addrs := make([]net.Addr, len(lns))
 	for i, ln := range lns {
@@ -197,16 +208,6 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 		ready(addrs)
 	}
 
-	for _, sig := range pending {
-		if sig == syscall.SIGHUP {
-			// php-fpm read its configuration as it started: only
-			// realroot's is read again (a SIGUSR2 now could land while
-			// php-fpm re-executes itself, and kill it).
-			d.reloadConfig(srv)
-			continue
-		}
-		d.signal(sig, srv, ch)
-	}
 	var result error
 loop:
 	for {
