@@ -125,7 +125,10 @@ func TestBadRequests(t *testing.T) {
 }
 
 // Accepted as net/http does: chunked wins over Content-Length, which is
-// dropped (RFC 9112 section 6.3); HTTP/1.0 ignores Transfer-Encoding.
+// dropped (RFC 9112 section 6.3); HTTP/1.0 ignores Transfer-Encoding. Unlike
+// net/http, the connection then closes after the response (sections 6.1
+// and 6.3): a proxy in front may have framed the body otherwise, so what
+// follows is never read as a request.
 func TestSmugglingAcceptedAsNetHTTP(t *testing.T) {
 	addr, _ := startH1(t, echo)
 	for _, tt := range []struct{ name, give, want string }{
@@ -138,12 +141,8 @@ func TestSmugglingAcceptedAsNetHTTP(t *testing.T) {
 		if res, body := c.response("POST"); res.StatusCode != 200 || body != tt.want {
 			t.Errorf("%s: got %d %q; want 200 %q", tt.name, res.StatusCode, body, tt.want)
 		}
-		if tt.name == "chunked and content-length" {
-			// What follows the chunked body is the next request.
-			c.send(get("b", "/"))
-			if res, body := c.response("GET"); body != "GET b " {
-				t.Errorf("%s: next request got %d %q; want \"GET b \"", tt.name, res.StatusCode, body)
-			}
+		if tt.name != "same content-length twice" && !c.closed(2*time.Second) {
+			t.Errorf("%s: connection kept open; want it closed after the response", tt.name)
 		}
 	}
 }

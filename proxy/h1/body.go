@@ -142,6 +142,7 @@ func (b *bodyReader) drain() int {
 	case b.remaining > maxDrain:
 		return drainTooBig
 	}
+	b.c.drainStart()
 	_, err := io.CopyN(io.Discard, readerFunc(b.read), maxDrain+1)
 	switch {
 	case err == nil:

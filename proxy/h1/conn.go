@@ -189,6 +189,7 @@ func (c *conn) serve() {
 		}
 		w.finish()
 		c.body.detach()
+		c.liftUserRead()
 		c.continuePending.Store(false)
 		if c.userWDL {
 			c.rwc.SetWriteDeadline(time.Time{})

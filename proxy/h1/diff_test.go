@@ -67,7 +67,6 @@ var diffRequests = []string{
 	"POST /?read=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
 	"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
 	"POST /?read=1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-	"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
 	"POST /?read=1 HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
 	"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
 	"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
@@ -163,6 +162,13 @@ func TestKnownDifferences(t *testing.T) {
 		// (Go's among them) refuse.
 		{"signed content-length", "GET /?h=Content-Length:%2B35 HTTP/1.1\r\nHost: a\r\n\r\n",
 			"200 OK cl=35 te=[] close=false", "no response"},
+		// RFC 9112 sections 6.1 and 6.3: after Transfer-Encoding with
+		// Content-Length, or Transfer-Encoding in HTTP/1.0, a proxy in
+		// front may have framed the body otherwise: the connection closes.
+		{"chunked and content-length", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+			"200 OK cl=14 te=[] close=true", "200 OK cl=14 te=[] close=false"},
+		{"1.0 transfer-encoding", "POST / HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nhi",
+			"200 OK cl=12 te=[] close=true", "200 OK cl=12 te=[] close=false"},
 		// 4 KiB of body are held for a Content-Length (net/http: 2 KiB).
 		{"held body", "GET /?body=x&n=3000 HTTP/1.1\r\nHost: a\r\n\r\n",
 			"200 OK cl=3026 te=[] close=false", "200 OK cl=-1 te=[chunked] close=false"},

@@ -43,6 +43,11 @@ func (c *conn) waitRequest() bool {
 	// Not fooled by the CRLFs readRequest tolerates after a POST.
 	if b, _ := c.br.Peek(c.br.Buffered()); !bytes.Contains(bytes.TrimLeft(b, "\r\n"), crlfcrlf) {
 		c.armRead(s.ReadHeaderTimeout)
+	} else if !c.rdl.IsZero() && time.Now().After(c.rdl) {
+		// The whole header is here, but the deadline has passed (the
+		// client-gone watch ends its read so): the body must not
+		// inherit it.
+		c.armRead(s.ReadHeaderTimeout)
 	}
 	return true
 }
@@ -89,7 +94,15 @@ func (c *conn) readRequest() (*http.Request, error) {
 		}
 		c.br.Discard(n)
 	}
-	absoluteNoHost := c.absoluteFormWithoutHost()
+	// The header as received, when it is all in the buffer: ReadRequest
+	// then does not refill it, and it stays readable after.
+	var raw []byte
+	if b, _ := c.br.Peek(c.br.Buffered()); len(b) > 0 {
+		if end := bytes.Index(b, crlfcrlf); end >= 0 {
+			raw = b[:end]
+		}
+	}
+	absoluteNoHost := absoluteFormWithoutHost(raw)
 	req, err := http.ReadRequest(c.br)
 	if err != nil {
 		if c.cr.remain <= 0 {
@@ -98,6 +111,9 @@ func (c *conn) readRequest() (*http.Request, error) {
 		return nil, err
 	}
 	c.cr.remain = math.MaxInt64
+	if ambiguousFraming(req, raw) {
+		req.Close = true // the response says Connection: close
+	}
 	c.lastPOST = req.Method == http.MethodPost
 	if req.ProtoMajor != 1 {
 		return nil, statusError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
@@ -120,26 +136,49 @@ func (c *conn) readRequest() (*http.Request, error) {
 	return req, nil
 }
 
-// absoluteFormWithoutHost reports whether the buffered request has an
+// absoluteFormWithoutHost reports whether raw, a request's header, has an
 // absolute-form target ("GET http://h/ HTTP/1.1") and no Host field, which
 // RFC 9112 section 3.2 refuses and http.ReadRequest hides (its req.Host is
-// the URI's). Only a header entirely in the buffer is looked at.
-func (c *conn) absoluteFormWithoutHost() bool {
-	b, _ := c.br.Peek(c.br.Buffered())
-	sp := bytes.IndexByte(b, ' ')
-	if sp < 0 || sp+1 >= len(b) || b[sp+1] == '/' {
+// the URI's). A nil raw (the header was not all in the buffer) is not
+// looked at.
+func absoluteFormWithoutHost(raw []byte) bool {
+	sp := bytes.IndexByte(raw, ' ')
+	if sp < 0 || sp+1 >= len(raw) || raw[sp+1] == '/' {
 		return false
 	}
-	end := bytes.Index(b, crlfcrlf)
-	if end < 0 {
-		return false
+	return !hasField(raw, "host:")
+}
+
+// ambiguousFraming reports whether req's body framing is one that a proxy
+// in front may have read differently, after which the connection must
+// close (RFC 9112 sections 6.1 and 6.3): Transfer-Encoding with
+// Content-Length, or Transfer-Encoding in HTTP/1.0. http.ReadRequest
+// removes the evidence (Content-Length when chunked, Transfer-Encoding in
+// 1.0), so raw, the header as received, is asked; without it, any chunked
+// or HTTP/1.0 request with a body field is taken as ambiguous.
+func ambiguousFraming(req *http.Request, raw []byte) bool {
+	switch {
+	case len(req.TransferEncoding) > 0:
+		return raw == nil || hasField(raw, "content-length:")
+	case req.ProtoMinor == 0:
+		return raw == nil || hasField(raw, "transfer-encoding:")
 	}
-	for _, line := range bytes.Split(b[:end], []byte("\r\n"))[1:] {
-		if len(line) >= 5 && bytes.EqualFold(line[:5], []byte("host:")) {
+	return false
+}
+
+// hasField reports whether a line of raw after the request line begins
+// with name (lower case, with its colon), in any case.
+func hasField(raw []byte, name string) bool {
+	for {
+		i := bytes.Index(raw, []byte("\r\n"))
+		if i < 0 {
 			return false
 		}
+		raw = raw[i+2:]
+		if len(raw) >= len(name) && bytes.EqualFold(raw[:len(name)], []byte(name)) {
+			return true
+		}
 	}
-	return true
 }
 
 // replyError answers a request that could not be read, as net/http does,

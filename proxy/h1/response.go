@@ -65,7 +65,7 @@ func (w *response) reset(c *conn, req *http.Request) {
 		proto11:       req.ProtoAtLeast(1, 1),
 		wantsClose:    req.Close || hasToken(req.Header.Get("Connection"), "close"),
 	}
-	w.wants10Keep = req.ProtoMajor == 1 && req.ProtoMinor == 0 && hasToken(req.Header.Get("Connection"), "keep-alive")
+	w.wants10Keep = req.ProtoMajor == 1 && req.ProtoMinor == 0 && !req.Close && hasToken(req.Header.Get("Connection"), "keep-alive")
 }
 
 // Header returns the response header. Changes after WriteHeader do not

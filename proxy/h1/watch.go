@@ -159,6 +159,34 @@ func (c *conn) bodyReadStart() {
 	}
 }
 
+// drainStart gives the drain of a body the handler left unread a read
+// deadline of its own, unless the handler set one: the request's header
+// deadline may have passed while the handler ran, or been set in the past
+// to end the client-gone watch's read, and a drain that fails on it at
+// once would end the request's context and the connection for nothing.
+func (c *conn) drainStart() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.userRDL {
+		return
+	}
+	t := time.Now().Add(max(c.srv.ReadHeaderTimeout, c.srv.idleTimeout()))
+	c.rdl = t
+	c.rwc.SetReadDeadline(t)
+}
+
+// liftUserRead lifts a read deadline the handler set, once its request is
+// done: it is the request's, not the next one's.
+func (c *conn) liftUserRead() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.userRDL {
+		c.userRDL = false
+		c.rdl = time.Time{}
+		c.rwc.SetReadDeadline(time.Time{})
+	}
+}
+
 func (c *conn) setUserReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
