@@ -71,7 +71,8 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 			x.upstream = time.Since(start)
 		}
 	}()
-	resp, err := h.upstream.Do(r.Context(), req)
+	x.finish.Context = r.Context()
+	resp, err := h.upstream.Do(&x.finish, req)
 	if err != nil {
 		return upstreamError(err, r.Context().Err() != nil)
 	}
@@ -178,17 +179,22 @@ func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.R
 }
 
 // clientGone is the 499 of a client that left before its response was sent
-// whole. With drain it first reads what php-fpm still sends, and drops it:
-// php-fpm runs the script on whether or not its client is there, and the
-// FastCGI client (FinishOnCancel) keeps the exchange going, so the request,
-// with its lease on the release and its connection, ends when php-fpm is
-// done, bounded by its ReadTimeout. Without, the connection is closed.
+// whole. With drain it first reads what php-fpm still sends, and drops it,
+// up to maxDrain bytes: php-fpm runs the script on whether or not its
+// client is there, and the FastCGI client keeps the exchange going
+// (finishCtx), so the request, with its lease on the release and its
+// connection, ends when php-fpm is done (bounded by its ReadTimeout).
+// Without drain, or past maxDrain (a download nobody reads), the connection
+// is closed, which ends the script at its next write.
 func clientGone(resp *fcgi.Response, drain bool, err error) error {
 	if drain {
-		io.Copy(io.Discard, resp.Body)
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
 	}
 	return &httpError{status: StatusClientClosed, msg: "client closed request", err: err}
 }
+
+// maxDrain bounds what clientGone reads of a response nobody will get.
+const maxDrain = 1 << 20
 
 // sendBuffered reads php-fpm's whole response (memory up to BufferMemory,
 // then a temp file) and lets php-fpm go before the client gets it, like

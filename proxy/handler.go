@@ -266,7 +266,15 @@ type exchange struct {
 	id       string // made by requestID when first needed
 	route    route
 	upstream time.Duration // time spent with php-fpm; zero when not involved
+	finish   finishCtx     // the request's context, for the FastCGI exchange
 }
+
+// finishCtx is a request's context that asks the FastCGI client to finish
+// an exchange under way when the client leaves (fcgi.Finisher; see
+// clientGone): its wait for a connection still ends then.
+type finishCtx struct{ context.Context }
+
+func (*finishCtx) FinishOnCancel() bool { return true }
 
 // requestID is the request's id (see requestIDs), made when first asked
 // for: a static file served without an access log needs none.

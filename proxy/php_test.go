@@ -77,7 +77,7 @@ func newPHPServer(t *testing.T, dir string, opts Options) (*httptest.Server, *re
 	if opts.FrontController == "" {
 		opts.FrontController = "/index.php"
 	}
-	h := New(rs, &fcgi.Client{Network: "unix", Address: fpm.Socket, ReadTimeout: 10 * time.Second, FinishOnCancel: true}, opts)
+	h := New(rs, &fcgi.Client{Network: "unix", Address: fpm.Socket, ReadTimeout: 10 * time.Second}, opts)
 	srv := newTestServer(t, h)
 	t.Cleanup(srv.Close)
 	return srv, rs

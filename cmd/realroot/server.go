@@ -477,9 +477,6 @@ func newClient(network, address string, c conf.Config) *fcgi.Client {
 		QueueTimeout:     c.QueueTimeout,
 		MaxQueue:         c.MaxQueue,
 		DisableKeepAlive: !c.KeepAlive,
-		// A script whose client left runs on: its connection and its
-		// release's lease last until php-fpm is done with it.
-		FinishOnCancel: true,
 	}
 }
 

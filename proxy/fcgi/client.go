@@ -102,15 +102,6 @@ type Client struct {
 	// DisableKeepAlive opens one connection per request, like nginx
 	// without fastcgi_keep_conn. MaxConns still bounds them.
 	DisableKeepAlive bool
-	// FinishOnCancel lets Do's ctx end only the wait for a connection:
-	// once the request goes out, the exchange runs to php-fpm's end
-	// (bounded by ReadTimeout and WriteTimeout), and the caller reads or
-	// drains the Body even when ctx is done (nginx's
-	// fastcgi_ignore_client_abort). php-fpm runs a script whose client
-	// left on anyway; so the connection stays counted as busy while its
-	// worker is, and the caller learns when php-fpm is done. False means
-	// ctx done aborts the exchange and closes its connection.
-	FinishOnCancel bool
 
 	pool pool
 }
@@ -146,6 +137,19 @@ type Response struct {
 // When MaxConns connections are busy, Do waits for one (see Client); it
 // fails with an error wrapping ErrBusy past QueueTimeout or MaxQueue.
 //
+// Finisher is a context for Do that may ask, with FinishOnCancel, that
+// ctx end only the wait for a connection: once the request goes out, the
+// exchange runs to php-fpm's end (bounded by ReadTimeout and WriteTimeout),
+// and the caller reads or drains the Body even when ctx is done (nginx's
+// fastcgi_ignore_client_abort). php-fpm runs a script whose client left on
+// anyway; so its connection stays counted busy while its worker is, and
+// the caller learns when php-fpm is done. Otherwise ctx done aborts the
+// exchange and closes its connection.
+type Finisher interface {
+	context.Context
+	FinishOnCancel() bool
+}
+
 // Kept connections and retries. php-fpm may close a kept connection while
 // it is idle (pm.max_requests recycles the worker, a reload,
 // request_terminate_timeout): at pm.max_requests, php-fpm sends
@@ -194,8 +198,8 @@ func (c *Client) Do(ctx context.Context, req *gofast.Request) (*Response, error)
 		closeStdin(req)
 		return nil, err
 	}
-	if c.FinishOnCancel {
-		ctx = context.WithoutCancel(ctx)
+	if f, ok := ctx.(Finisher); ok && f.FinishOnCancel() {
+		ctx = context.Background() // no watch, no cancellation from here on
 	}
 	resp, retry, err := c.attempt(ctx, pc, req, bufp)
 	if !retry {

@@ -166,7 +166,12 @@ func TestCancelCause(t *testing.T) {
 	}
 }
 
-// TestFinishOnCancel: with FinishOnCancel, ctx ends the wait for a
+// finishing is a Finisher context.
+type finishing struct{ context.Context }
+
+func (finishing) FinishOnCancel() bool { return true }
+
+// TestFinishOnCancel: with a Finisher context, ctx ends the wait for a
 // connection, but not an exchange under way: the answer php-fpm sends after
 // ctx is done is read whole, and the connection goes back to the pool.
 func TestFinishOnCancel(t *testing.T) {
@@ -179,11 +184,11 @@ func TestFinishOnCancel(t *testing.T) {
 		}
 		return reply(fc, "\r\nanswered")
 	}))
-	c.FinishOnCancel = true
 	c.MaxConns = 1
 	c.QueueTimeout = time.Minute
 
-	ctx, cancel := context.WithCancel(context.Background())
+	parent, cancel := context.WithCancel(context.Background())
+	ctx := finishing{parent}
 	p := baseParams("GET")
 	p["REQUEST_URI"] = "/slow"
 	type result struct {
@@ -208,7 +213,7 @@ func TestFinishOnCancel(t *testing.T) {
 	qctx, qcancel := context.WithCancel(context.Background())
 	queued := make(chan error, 1)
 	go func() {
-		_, err := c.Do(qctx, &gofast.Request{Params: baseParams("GET")})
+		_, err := c.Do(finishing{qctx}, &gofast.Request{Params: baseParams("GET")})
 		queued <- err
 	}()
 	testutil.WaitFor(t, "the second request to queue", func() bool { return c.Stats().Waiting == 1 })
