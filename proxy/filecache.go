@@ -41,7 +41,7 @@ func (c *fileCache) get(path string, fi fs.FileInfo) *cachedFile {
 	c.mu.RLock()
 	e := c.entries[path]
 	c.mu.RUnlock()
-	if e == nil || !resolve.SameFile(e.fi, fi) || e.fi.Size() != fi.Size() || !e.fi.ModTime().Equal(fi.ModTime()) {
+	if e == nil || !resolve.SameVersion(e.fi, fi) {
 		return nil
 	}
 	return e

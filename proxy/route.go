@@ -98,6 +98,10 @@ func (h *Handler) index(rel fileSystem, dir string) (route, error) {
 		if err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
+		if h.denied(name) {
+			// nginx's index redirects internally: its deny applies.
+			return route{}, &httpError{status: http.StatusForbidden, msg: "denied by rule"}
+		}
 		if hasScriptExt(name, h.opts.PHPExtensions) {
 			return route{kind: kindIndex, name: name, docURI: name}, nil
 		}
@@ -111,6 +115,9 @@ func (h *Handler) front(rel fileSystem) (route, error) {
 	fc := h.opts.FrontController
 	if fc == "" {
 		return route{}, errNotFound("no such file")
+	}
+	if h.denied(fc) {
+		return route{}, &httpError{status: http.StatusForbidden, msg: "denied by rule"}
 	}
 	if !isFile(rel, fc) {
 		return route{}, errNotFound("no front controller")

@@ -121,6 +121,7 @@ func (h *Handler) serveInternal(w *recorder, r *http.Request, x *exchange, resp 
 		hd.Set("Content-Type", contentType(name))
 	}
 	hd.Set("ETag", etag(fi.ModTime().Unix(), fi.Size()))
+	ignoreOtherRanges(r)
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	return nil
 }

@@ -45,6 +45,7 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 	hd["Content-Type"] = contentTypeOf(name)
 
 	served, sfi := name, x.route.info
+	ignoreOtherRanges(r)
 	// A range is of the file itself, never of a compressed sibling.
 	if compressible[strings.ToLower(ext)] && r.Header.Get("Range") == "" {
 		ae := r.Header.Get("Accept-Encoding")
@@ -199,6 +200,15 @@ func etag(mtime, size int64) string {
 	return string(b)
 }
 
+// ignoreOtherRanges drops a Range header whose unit is not bytes, which
+// RFC 9110 section 14.2 says to ignore (nginx does): http.ServeContent
+// would answer 416.
+func ignoreOtherRanges(r *http.Request) {
+	if rg, ok := r.Header["Range"]; ok && (len(rg) != 1 || !hasPrefixFold(strings.TrimSpace(rg[0]), "bytes=")) {
+		delete(r.Header, "Range")
+	}
+}
+
 // acceptsEncoding reports whether the Accept-Encoding header ae accepts enc
 // with a non-zero q.
 func acceptsEncoding(ae, enc string) bool {
@@ -209,12 +219,7 @@ func acceptsEncoding(ae, enc string) bool {
 		if !strings.EqualFold(strings.TrimSpace(token), enc) {
 			continue
 		}
-		q := strings.TrimSpace(params)
-		if v, ok := strings.CutPrefix(q, "q="); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return err == nil && f > 0
-		}
-		return true
+		return qvalue(params) > 0 // negotiate's parser: Q=0, q after another parameter
 	}
 	return false
 }

@@ -66,6 +66,7 @@ type fileInfo struct {
 	size     int64
 	mode     fs.FileMode
 	modTime  time.Time
+	ctime    int64 // the status change time, ns: chmod, chown and writes move it
 	dev, ino uint64
 }
 
@@ -75,6 +76,7 @@ func newFileInfo(name string, st *unix.Stat_t) *fileInfo {
 		size:    st.Size,
 		mode:    fs.FileMode(st.Mode & 0o777),
 		modTime: time.Unix(int64(st.Mtim.Sec), int64(st.Mtim.Nsec)),
+		ctime:   int64(st.Ctim.Sec)*1e9 + int64(st.Ctim.Nsec),
 		dev:     uint64(st.Dev),
 		ino:     uint64(st.Ino),
 	}
@@ -111,6 +113,21 @@ func (fi *fileInfo) Mode() fs.FileMode  { return fi.mode }
 func (fi *fileInfo) ModTime() time.Time { return fi.modTime }
 func (fi *fileInfo) IsDir() bool        { return fi.mode.IsDir() }
 func (fi *fileInfo) Sys() any           { return nil }
+
+// changeTime returns fi's status change time in ns, from a fileInfo or
+// os's.
+func changeTime(fi fs.FileInfo) (int64, bool) {
+	switch v := fi.(type) {
+	case *fileInfo:
+		return v.ctime, true
+	case nil:
+		return 0, false
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int64(st.Ctim.Sec)*1e9 + int64(st.Ctim.Nsec), true
+	}
+	return 0, false
+}
 
 // devIno returns fi's device and inode numbers, from a fileInfo or os's.
 func devIno(fi fs.FileInfo) (dev, ino uint64, ok bool) {

@@ -103,6 +103,20 @@ func SameFile(a, b fs.FileInfo) bool {
 	return ok && sameDevIno(b, da, ia)
 }
 
+// SameVersion reports whether a and b are the same file in the same state:
+// SameFile, the same size and modification time, and (where it is known)
+// the same status change time, which chmod, chown and any write move and
+// nothing can set back: a file edited in place with its mtime restored, or
+// made unreadable, is another version.
+func SameVersion(a, b fs.FileInfo) bool {
+	if !SameFile(a, b) || a.Size() != b.Size() || !a.ModTime().Equal(b.ModTime()) {
+		return false
+	}
+	ca, oka := changeTime(a)
+	cb, okb := changeTime(b)
+	return !oka || !okb || ca == cb
+}
+
 // Open opens the cleaned URL path name inside r for reading, if it lies
 // below r.Root or the deploy directory; if not it returns ErrOutside. The
 // returned FileInfo is the opened file's. On Linux the file is the one in the
