@@ -219,7 +219,10 @@ func (w *walker) walk(ctx context.Context) bool {
 	complete := true
 	filepath.WalkDir(w.dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			return nil // unreadable: skipped, as php-fpm would fail on it too
+			// Unreadable by realroot, which need not be php-fpm's
+			// user: what is below was not looked at.
+			complete = false
+			return nil
 		}
 		w.files++
 		if w.files > w.opts.MaxFiles || w.files%256 == 0 && ctx.Err() != nil {
@@ -240,7 +243,10 @@ func (w *walker) walk(ctx context.Context) bool {
 			return nil
 		}
 		name := strings.TrimPrefix(p, w.dir+"/")
-		if mt := fi.ModTime(); mt.After(limit) {
+		// Against the clock now too: the walk may last seconds (MaxTime),
+		// beside a warm-up that writes into the release (compiled
+		// templates), and a file written meanwhile is not in the future.
+		if mt := fi.ModTime(); mt.After(limit) && mt.After(time.Now().Add(futureSlack)) {
 			w.future.add(name)
 			if mt.After(w.latest) {
 				w.latest = mt

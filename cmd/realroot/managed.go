@@ -133,6 +133,11 @@ type poolRoot struct {
 	// Guarded by m.mu.
 	retry  bool // a release was refused for lack of room: Refresh when a pool stops
 	closed bool
+	// The last restart that succeeded: a pool that dies again within
+	// restartStable of it restarts after twice its delay (restart).
+	restartRel   *resolve.Release
+	restartDelay time.Duration
+	restartAt    time.Time
 }
 
 // attach makes opts' Prepare start a pool for each new release, then run

@@ -45,8 +45,14 @@ func (m *managedPools) promote(p *fpmPool, restart bool) error {
 		return fmt.Errorf("php-fpm pool %s stopped", p.name)
 	case m.closed || p.owner.closed:
 		return errShuttingDown
-	case restart && slices.ContainsFunc(m.alive, func(q *fpmPool) bool { return q.owner == p.owner && q.state == poolServing }):
+	case restart && (p.owner.rs == nil || p.owner.rs.Current() != p.rel):
+		// Checked here, under m.mu: launch may have waited for room
+		// while the root switched.
 		return errors.New("its release is no longer current")
+	case restart && slices.ContainsFunc(m.alive, func(q *fpmPool) bool {
+		return q.owner == p.owner && q.state == poolServing && q.rel == p.rel
+	}):
+		return errors.New("another pool serves its release")
 	default:
 		now := time.Now()
 		for _, q := range m.alive {
@@ -147,10 +153,22 @@ func (m *managedPools) watch(p *fpmPool) {
 	}
 }
 
+// restartStable is how long a restarted pool must live for its next
+// restart to wait 1s again rather than twice the last delay.
+const restartStable = 30 * time.Second
+
 // restart starts a pool again for rel, whose pool exited while serving, with
-// a growing delay between attempts, for as long as rel is current.
+// a growing delay between attempts (1s, 2s, 4s... 30s), for as long as rel
+// is current. A pool that dies again soon after a restart goes on from the
+// last delay, so that a crash loop backs off too.
 func (m *managedPools) restart(r *poolRoot, rel *resolve.Release) {
-	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+	delay := time.Second
+	m.mu.Lock()
+	if r.restartRel == rel && time.Since(r.restartAt) < restartStable {
+		delay = min(2*r.restartDelay, 30*time.Second)
+	}
+	m.mu.Unlock()
+	for ; ; delay = min(2*delay, 30*time.Second) {
 		select {
 		case <-m.ctx.Done():
 			return
@@ -166,6 +184,9 @@ func (m *managedPools) restart(r *poolRoot, rel *resolve.Release) {
 		if err == nil {
 			if err = m.promote(p, true); err == nil {
 				p.log.Info("php-fpm pool restarted")
+				m.mu.Lock()
+				r.restartRel, r.restartDelay, r.restartAt = rel, delay, time.Now()
+				m.mu.Unlock()
 				return
 			}
 			m.stopPool(p, err)
