@@ -63,7 +63,7 @@ var (
 // newManaged checks the template and php-fpm and makes the runtime
 // directory. Its pools start with the first root (poolRoot.start).
 func newManaged(c conf.Config, r *reaper, log *zap.Logger) (*managedPools, error) {
-	bin, err := checkManaged(c)
+	bin, _, err := checkManaged(c)
 	if err != nil {
 		return nil, err
 	}
@@ -87,20 +87,19 @@ func newManaged(c conf.Config, r *reaper, log *zap.Logger) (*managedPools, error
 }
 
 // checkManaged finds c's php-fpm and checks its pool template; it returns
-// the php-fpm binary.
-func checkManaged(c conf.Config) (string, error) {
-	bin, err := lookupPHPFPM(c.PHPFPM)
-	if err != nil {
-		return "", err
+// the php-fpm binary and the template.
+func checkManaged(c conf.Config) (bin, tmpl string, err error) {
+	if bin, err = lookupPHPFPM(c.PHPFPM); err != nil {
+		return "", "", err
 	}
-	tmpl, err := os.ReadFile(c.ManagedPool)
+	b, err := os.ReadFile(c.ManagedPool)
 	if err == nil {
-		err = checkTemplate(string(tmpl))
+		err = checkTemplate(string(b))
 	}
 	if err != nil {
-		return "", fmt.Errorf("managed-pool %s: %w", c.ManagedPool, err)
+		return "", "", fmt.Errorf("managed-pool %s: %w", c.ManagedPool, err)
 	}
-	return bin, nil
+	return bin, string(b), nil
 }
 
 // configure makes c the configuration of the pools started from now on:
@@ -108,7 +107,7 @@ func checkManaged(c conf.Config) (string, error) {
 // as start-up does first, and changes nothing when that fails; restore puts
 // the previous configuration back, for a reload rejected later.
 func (m *managedPools) configure(c conf.Config) (restore func(), err error) {
-	bin, err := checkManaged(c)
+	bin, _, err := checkManaged(c)
 	if err != nil {
 		return nil, err
 	}

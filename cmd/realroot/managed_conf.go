@@ -121,14 +121,7 @@ func lookupPHPFPM(bin string) (string, error) {
 // checkManagedPool is realroot check's step in managed mode: the template
 // made into rel's configuration passes php-fpm's own test (-t).
 func checkManagedPool(ctx context.Context, c conf.Config, rel *resolve.Release) (string, error) {
-	bin, err := lookupPHPFPM(c.PHPFPM)
-	if err != nil {
-		return "", err
-	}
-	tmpl, err := os.ReadFile(c.ManagedPool)
-	if err == nil {
-		err = checkTemplate(string(tmpl))
-	}
+	bin, tmpl, err := checkManaged(c)
 	if err != nil {
 		return "", err
 	}
@@ -139,7 +132,7 @@ func checkManagedPool(ctx context.Context, c conf.Config, rel *resolve.Release) 
 	defer os.RemoveAll(dir)
 	p := &fpmPool{name: poolName(filepath.Base(rel.Dir)) + "-check", rel: rel,
 		socket: filepath.Join(dir, "p.sock"), conf: filepath.Join(dir, "p.conf"), pid: filepath.Join(dir, "p.pid")}
-	text, err := renderPool(string(tmpl), p, c.PoolStopTimeout)
+	text, err := renderPool(tmpl, p, c.PoolStopTimeout)
 	if err == nil {
 		err = os.WriteFile(p.conf, []byte(text), 0o600)
 	}
