@@ -32,29 +32,9 @@ func TestPruneReloadThenSwitch(t *testing.T) {
 	c, gate, dir := gatedPHP(t)
 	td := startDaemon(t, c)
 	adminURL := "http://" + loggedAdmin(t, td.log.String())
-	closeGate := func() {
-		select {
-		case <-gate:
-		default:
-			close(gate)
-		}
-	}
+	closeGate := gateCloser(gate)
 	defer closeGate()
-
-	slow := make(chan string, 1)
-	go func() {
-		_, body, err := get(&http.Client{Timeout: 20 * time.Second}, "http://"+td.addr+"/slow.php")
-		if err != nil {
-			body = err.Error()
-		}
-		slow <- body
-	}()
-	eventually(t, 5*time.Second, func() string {
-		if st := status(t, adminURL); st.Current.InFlight != 1 {
-			return "slow request not in flight"
-		}
-		return ""
-	})
+	slow := slowInFlight(t, td, adminURL)
 
 	next := c
 	next.PollInterval = c.PollInterval + time.Second
@@ -185,29 +165,9 @@ func TestReadyzWhileDraining(t *testing.T) {
 	c, gate, _ := gatedPHP(t)
 	td := startDaemon(t, c)
 	adminURL := "http://" + loggedAdmin(t, td.log.String())
-	closeGate := func() {
-		select {
-		case <-gate:
-		default:
-			close(gate)
-		}
-	}
+	closeGate := gateCloser(gate)
 	defer closeGate()
-
-	slow := make(chan string, 1)
-	go func() {
-		_, body, err := get(&http.Client{Timeout: 20 * time.Second}, "http://"+td.addr+"/slow.php")
-		if err != nil {
-			body = err.Error()
-		}
-		slow <- body
-	}()
-	eventually(t, 5*time.Second, func() string {
-		if st := status(t, adminURL); st.Current.InFlight != 1 {
-			return "slow request not in flight"
-		}
-		return ""
-	})
+	slow := slowInFlight(t, td, adminURL)
 	td.sigs <- syscall.SIGTERM
 	eventually(t, 5*time.Second, func() string {
 		if conn, err := net.DialTimeout("tcp", td.addr, time.Second); err == nil {

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"go.uber.org/zap"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 
 	"realroot/conf"
 	"realroot/internal/fcgitest"
@@ -56,28 +57,9 @@ func TestPruneAfterRootReload(t *testing.T) {
 	c, gate, dir := gatedPHP(t)
 	td := startDaemon(t, c)
 	adminURL := "http://" + loggedAdmin(t, td.log.String())
-	defer func() {
-		select {
-		case <-gate:
-		default:
-			close(gate)
-		}
-	}()
-
-	slow := make(chan string, 1)
-	go func() {
-		_, body, err := get(&http.Client{Timeout: 20 * time.Second}, "http://"+td.addr+"/slow.php")
-		if err != nil {
-			body = err.Error()
-		}
-		slow <- body
-	}()
-	eventually(t, 5*time.Second, func() string {
-		if st := status(t, adminURL); st.Current.InFlight != 1 {
-			return "slow request not in flight"
-		}
-		return ""
-	})
+	closeGate := gateCloser(gate)
+	defer closeGate()
+	slow := slowInFlight(t, td, adminURL)
 	rel1, rel2 := filepath.Join(dir, "releases", "1"), filepath.Join(dir, "releases", "2")
 	if err := resolve.Switch(filepath.Join(dir, "current"), rel2); err != nil {
 		t.Fatal(err)
@@ -347,4 +329,37 @@ func TestPID1OnDrainStatus(t *testing.T) {
 	}
 	p.signal(syscall.SIGTERM)
 	p.wait(15 * time.Second)
+}
+
+// gateCloser returns a func that closes gatedPHP's gate, once.
+func gateCloser(gate chan struct{}) func() {
+	return func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	}
+}
+
+// slowInFlight GETs gatedPHP's /slow.php, which waits for the gate, and
+// waits until the server at adminURL counts it in flight; the body (or the
+// error) comes on the channel.
+func slowInFlight(t *testing.T, td *testDaemon, adminURL string) <-chan string {
+	t.Helper()
+	slow := make(chan string, 1)
+	go func() {
+		_, body, err := get(&http.Client{Timeout: 20 * time.Second}, "http://"+td.addr+"/slow.php")
+		if err != nil {
+			body = err.Error()
+		}
+		slow <- body
+	}()
+	eventually(t, 5*time.Second, func() string {
+		if st := status(t, adminURL); st.Current.InFlight != 1 {
+			return "slow request not in flight"
+		}
+		return ""
+	})
+	return slow
 }
