@@ -154,17 +154,9 @@ func TestHalfCloseCut(t *testing.T) {
 		return err
 	})
 	h := New(newReleases(t, filepath.Join(dir, "current")), &fcgi.Client{Network: "unix", Address: srv.Socket}, Options{})
-	std := httptest.NewServer(h)
-	t.Cleanup(std.Close)
-	h1 := newTestServer(t, h)
-	for name, addr := range map[string]string{"net/http": std.Listener.Addr().String(), "h1": h1.Listener.Addr().String()} {
-		t.Run(name, func(t *testing.T) {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
+	for i, addr := range bothServers(t, h) {
+		t.Run(serverNames[i], func(t *testing.T) {
+			c := dialRaw(t, addr)
 			io.WriteString(c, "GET /index.php HTTP/1.1\r\nHost: t\r\n\r\n")
 			br := bufio.NewReader(c)
 			resp, err := http.ReadResponse(br, nil)
@@ -196,17 +188,9 @@ func TestHalfCloseBeforeAnswer(t *testing.T) {
 		return err
 	})
 	h := New(newReleases(t, filepath.Join(dir, "current")), &fcgi.Client{Network: "unix", Address: srv.Socket}, Options{})
-	std := httptest.NewServer(h)
-	t.Cleanup(std.Close)
-	h1 := newTestServer(t, h)
-	for name, addr := range map[string]string{"net/http": std.Listener.Addr().String(), "h1": h1.Listener.Addr().String()} {
-		t.Run(name, func(t *testing.T) {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
+	for i, addr := range bothServers(t, h) {
+		t.Run(serverNames[i], func(t *testing.T) {
+			c := dialRaw(t, addr)
 			io.WriteString(c, "GET /index.php HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
 			c.(*net.TCPConn).CloseWrite()
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -262,4 +246,17 @@ echo "done";`}
 	}
 	// Then it ends.
 	testutil.WaitFor(t, "the request to end", func() bool { return rel.InFlight() == 1 })
+}
+
+// dialRaw connects to addr, for 5 s at most; the connection closes at
+// cleanup.
+func dialRaw(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c
 }
