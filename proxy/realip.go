@@ -114,12 +114,14 @@ func (h *Handler) forwardedFor(values []string) (ap netip.AddrPort, ok bool) {
 
 // parseForwarded parses an X-Forwarded-For element: an address, or an
 // address with a port ("192.0.2.1:4711", "[2001:db8::1]:4711").
+// An address with an IPv6 zone is refused: the zone is any text, which
+// would reach REMOTE_ADDR and the access log (nginx's realip parses none).
 func parseForwarded(s string) (netip.AddrPort, bool) {
 	if a, err := netip.ParseAddr(s); err == nil {
-		return netip.AddrPortFrom(a, 0), true
+		return netip.AddrPortFrom(a, 0), a.Zone() == ""
 	}
 	ap, err := netip.ParseAddrPort(s)
-	return ap, err == nil
+	return ap, err == nil && ap.Addr().Zone() == ""
 }
 
 // lastElement is the right-most element of comma-separated header values,

@@ -37,7 +37,7 @@ func newLogs(c conf.Config, stderr io.Writer) (*logs, error) {
 	// One writer per destination, so that lines to the same one never
 	// interleave.
 	byPath := map[string]zapcore.WriteSyncer{}
-	open := func(path string) (zapcore.WriteSyncer, error) {
+	open := func(key, path string) (zapcore.WriteSyncer, error) {
 		if ws, ok := byPath[path]; ok {
 			return ws, nil
 		}
@@ -47,7 +47,7 @@ func newLogs(c conf.Config, stderr io.Writer) (*logs, error) {
 		} else {
 			f, err := openLogFile(path)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%s: %w", key, err)
 			}
 			l.files = append(l.files, f)
 			ws = f
@@ -55,10 +55,10 @@ func newLogs(c conf.Config, stderr io.Writer) (*logs, error) {
 		byPath[path] = ws
 		return ws, nil
 	}
-	if l.out, err = open(c.LogFile); err != nil {
+	if l.out, err = open("log-file", c.LogFile); err != nil {
 		return nil, err
 	}
-	if l.aout, err = open(c.AccessLogFile); err != nil {
+	if l.aout, err = open("access-log-file", c.AccessLogFile); err != nil {
 		l.close()
 		return nil, err
 	}

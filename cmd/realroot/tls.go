@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -217,7 +218,13 @@ func redirectHandler(port string) http.Handler {
 		} else if strings.Contains(host, ":") {
 			host = "[" + host + "]"
 		}
-		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusMovedPermanently)
+		if r.URL.Opaque != "" || !strings.HasPrefix(r.URL.Path, "/") {
+			// "x:.evil.example/p" would join the host: https://good.example.evil.example/p.
+			http.Error(w, "400 Bad Request: not a path", http.StatusBadRequest)
+			return
+		}
+		u := url.URL{Scheme: "https", Host: host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+		http.Redirect(w, r, u.String(), http.StatusMovedPermanently)
 	})
 }
 

@@ -70,8 +70,6 @@ func newConn(s *Server, rwc net.Conn) *conn {
 	c := connPool.Get().(*conn)
 	c.srv = s
 	c.rwc = rwc
-	c.remoteAddr = rwc.RemoteAddr().String()
-	c.baseCtx = context.WithValue(context.Background(), http.LocalAddrContextKey, rwc.LocalAddr())
 	c.state.Store(stateNew)
 	c.accepted = time.Now()
 	c.body = noBody
@@ -131,6 +129,11 @@ func (c *conn) closeIfIdle(now time.Time) bool {
 
 // serve runs c's requests one after the other.
 func (c *conn) serve() {
+	// Here, not in the accept loop: a wrapped listener's connection may
+	// block in RemoteAddr (the PROXY protocol reads its header there), and
+	// one silent client must not hold up every other accept.
+	c.remoteAddr = c.rwc.RemoteAddr().String()
+	c.baseCtx = context.WithValue(context.Background(), http.LocalAddrContextKey, c.rwc.LocalAddr())
 	abort := false
 	defer func() {
 		c.body.detach() // before c, its reader included, goes back to the pool
