@@ -49,12 +49,18 @@ func startH1(t testing.TB, h http.Handler, opt ...func(*Server)) (string, *Serve
 // startStd serves h with net/http's server, for comparisons.
 func startStd(t testing.TB, h http.Handler) string {
 	t.Helper()
+	return startStdRHT(t, h, 5*time.Second)
+}
+
+// startStdRHT is startStd with the given ReadHeaderTimeout.
+func startStdRHT(t testing.TB, h http.Handler, rht time.Duration) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var conns sync.WaitGroup // net/http's conn goroutines, for goleak
-	s := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10,
+	s := &http.Server{Handler: h, ReadHeaderTimeout: rht, MaxHeaderBytes: 64 << 10,
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:

@@ -5,10 +5,8 @@ package h1
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -97,33 +95,6 @@ func TestDrainUnderHeaderDeadline(t *testing.T) {
 			t.Errorf("%s: /last: got %d %q", name, res.StatusCode, got)
 		}
 	}
-}
-
-// startStdRHT is startStd with the given ReadHeaderTimeout.
-func startStdRHT(t *testing.T, h http.Handler, rht time.Duration) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns sync.WaitGroup
-	s := &http.Server{Handler: h, ReadHeaderTimeout: rht,
-		ConnState: func(_ net.Conn, st http.ConnState) {
-			switch st {
-			case http.StateNew:
-				conns.Add(1)
-			case http.StateClosed, http.StateHijacked:
-				conns.Done()
-			}
-		}}
-	done := make(chan struct{})
-	go func() { s.Serve(ln); close(done) }()
-	t.Cleanup(func() {
-		s.Close()
-		<-done
-		conns.Wait()
-	})
-	return ln.Addr().String()
 }
 
 // RFC 9112 section 6.3 (3): a request with both Transfer-Encoding and
