@@ -172,8 +172,10 @@ func (b *bodyReader) detach() {
 		return
 	}
 	if !b.mu.TryLock() {
+		b.c.mu.Lock() // bodyReadStart, on the reading goroutine, sets rdl under it
 		b.c.rwc.SetReadDeadline(aLongTimeAgo)
 		b.c.rdl = aLongTimeAgo
+		b.c.mu.Unlock()
 		b.mu.Lock()
 	}
 	b.closed, b.detached = true, true

@@ -72,12 +72,11 @@ func (c *conn) armLocked() {
 func (c *conn) stopWatch() {
 	c.mu.Lock()
 	c.running = false
-	reading := c.reading
-	c.mu.Unlock()
-	if reading {
+	if c.reading {
 		c.rwc.SetReadDeadline(aLongTimeAgo)
 		c.rdl = aLongTimeAgo
 	}
+	c.mu.Unlock()
 	c.wg.Wait()
 	c.rctx.cancel()
 }
