@@ -88,6 +88,20 @@ func TestRealIP(t *testing.T) {
 			wantLog: "10.1.2.3:40000",
 		},
 		{
+			// netip parses an IPv6 zone, which is any text: it must not
+			// reach REMOTE_ADDR (nginx's realip parses none).
+			name: "zoned address: the peer", trusted: trusted, peer: "10.1.2.3:40000",
+			header:  http.Header{"X-Forwarded-For": {"fe80::1%<script>alert(1)</script>"}},
+			want:    map[string]string{"REMOTE_ADDR": "10.1.2.3", "REMOTE_PORT": "40000"},
+			wantLog: "10.1.2.3:40000",
+		},
+		{
+			name: "zoned address with a port: the peer", trusted: trusted, peer: "10.1.2.3:40000",
+			header:  http.Header{"X-Forwarded-For": {"[fe80::1%' OR '1'='1]:80"}},
+			want:    map[string]string{"REMOTE_ADDR": "10.1.2.3", "REMOTE_PORT": "40000"},
+			wantLog: "10.1.2.3:40000",
+		},
+		{
 			name: "address with a port", trusted: trusted, peer: "10.1.2.3:40000",
 			header:  http.Header{"X-Forwarded-For": {"[2001:db8::7]:4711"}},
 			want:    map[string]string{"REMOTE_ADDR": "2001:db8::7", "REMOTE_PORT": "4711"},
