@@ -186,12 +186,7 @@ func sumPoolStats(clients []*fcgi.Client) fcgi.PoolStats {
 		s.Idle += p.Idle
 		s.InUse += p.InUse
 		s.Waiting += p.Waiting
-		s.Dials += p.Dials
-		s.Reuses += p.Reuses
-		s.Retries += p.Retries
-		s.Busy += p.Busy
-		s.IdleClosed += p.IdleClosed
-		s.Yielded += p.Yielded
+		s = addPoolCounters(s, p)
 	}
 	return s
 }
