@@ -91,12 +91,7 @@ func TestServeDeploy(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logBuf syncBuffer
-	logs, err := newLogs(c, &logBuf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logs.close()
-	d := &daemon{cfg: c, logs: logs, log: logs.main, reload: func() (conf.Config, error) { return c, nil }}
+	d := newTestDaemon(t, c, &logBuf, func() (conf.Config, error) { return c, nil })
 
 	sigs := make(chan os.Signal, 1)
 	addrc := make(chan net.Addr, 1)

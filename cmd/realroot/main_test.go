@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -164,4 +165,16 @@ func TestServeInProcess(t *testing.T) {
 			t.Errorf("log lacks %s:\n%s", want, log)
 		}
 	}
+}
+
+// newTestDaemon is a daemon for c that logs to w (its logs close at the
+// end of the test) and whose reloads read reload.
+func newTestDaemon(t testing.TB, c conf.Config, w io.Writer, reload func() (conf.Config, error)) *daemon {
+	t.Helper()
+	logs, err := newLogs(c, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(logs.close)
+	return &daemon{cfg: c, logs: logs, log: logs.main, reload: reload}
 }

@@ -112,13 +112,8 @@ func TestManagedStartFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf syncBuffer
-	logs, err := newLogs(c, &buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logs.close()
-	d := &daemon{cfg: c, logs: logs, log: logs.main, reload: func() (conf.Config, error) { return c, nil }}
-	err = d.run(nil, nil, nil, make(chan os.Signal), func([]net.Addr) { t.Error("serving") })
+	d := newTestDaemon(t, c, &buf, func() (conf.Config, error) { return c, nil })
+	err := d.run(nil, nil, nil, make(chan os.Signal), func([]net.Addr) { t.Error("serving") })
 	if err == nil || !strings.Contains(err.Error(), "pm.max_children") || !strings.Contains(err.Error(), filepath.Join(dir, "releases", "r1")) {
 		t.Errorf("run = %v; want an error naming the release and pm.max_children", err)
 	}

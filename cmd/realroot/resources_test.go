@@ -45,12 +45,7 @@ func startInProcess(t *testing.T, c conf.Config) *inProcess {
 		t.Fatal(err)
 	}
 	p := &inProcess{sigs: make(chan os.Signal, 1), errc: make(chan error, 1), log: &syncBuffer{}}
-	logs, err := newLogs(c, p.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(logs.close)
-	d := &daemon{cfg: c, logs: logs, log: logs.main, reload: func() (conf.Config, error) { return c, nil }}
+	d := newTestDaemon(t, c, p.log, func() (conf.Config, error) { return c, nil })
 	addrc := make(chan net.Addr, 1)
 	go func() { p.errc <- d.run(nil, nil, nil, p.sigs, func(a []net.Addr) { addrc <- a[0] }) }()
 	select {

@@ -205,12 +205,7 @@ func TestSIGHUPWhilePHPFPMStarts(t *testing.T) {
 	next := c
 	next.Params = map[string]string{"RR_TEST": "reloaded"}
 	var logBuf syncBuffer
-	logs, err := newLogs(c, &logBuf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logs.close()
-	d := &daemon{cfg: c, logs: logs, log: logs.main, reload: func() (conf.Config, error) { return next, nil }}
+	d := newTestDaemon(t, c, &logBuf, func() (conf.Config, error) { return next, nil })
 	sigs := make(chan os.Signal, 1)
 	addrc := make(chan string, 1)
 	errc := make(chan error, 1)
@@ -254,12 +249,7 @@ func TestSIGHUPAtPHPFPMStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logBuf syncBuffer
-	logs, err := newLogs(c, &logBuf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logs.close()
-	d := &daemon{cfg: c, logs: logs, log: logs.main, reload: func() (conf.Config, error) { return c, nil }}
+	d := newTestDaemon(t, c, &logBuf, func() (conf.Config, error) { return c, nil })
 	sigs := make(chan os.Signal, 2)
 	sigs <- syscall.SIGHUP // a config-management HUP racing the container start
 	served := make(chan struct{})
