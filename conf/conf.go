@@ -134,6 +134,10 @@ type Config struct {
 	// IdleTimeout: idle-timeout, an idle client keep-alive connection
 	// (keepalive_timeout). Default 75s.
 	IdleTimeout time.Duration
+	// SendTimeout: send-timeout, longest wait for a client to take the
+	// next bytes of a response; then the connection is closed (nginx's
+	// send_timeout). Default 60s.
+	SendTimeout time.Duration
 	// ShutdownTimeout: shutdown-timeout, finishing in-flight requests on
 	// SIGTERM. Default 30s.
 	ShutdownTimeout time.Duration
@@ -275,6 +279,7 @@ func Default() Config {
 		WriteTimeout:    60 * time.Second,
 		HeaderTimeout:   60 * time.Second,
 		IdleTimeout:     75 * time.Second,
+		SendTimeout:     60 * time.Second,
 		ShutdownTimeout: 30 * time.Second,
 		MaxConns:        8,
 		ConnIdleTimeout: 5 * time.Second,

@@ -140,6 +140,7 @@ func (c *Config) Validate() error {
 		{"write-timeout", c.WriteTimeout, time.Millisecond},
 		{"header-timeout", c.HeaderTimeout, time.Millisecond},
 		{"idle-timeout", c.IdleTimeout, time.Millisecond},
+		{"send-timeout", c.SendTimeout, time.Millisecond},
 		{"shutdown-timeout", c.ShutdownTimeout, 0},
 		{"conn-idle-timeout", c.ConnIdleTimeout, time.Millisecond},
 		{"queue-timeout", c.QueueTimeout, time.Millisecond},

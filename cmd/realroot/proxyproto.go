@@ -155,15 +155,15 @@ func trustedPrefixes(c conf.Config) []netip.Prefix {
 // (the client then reads the answer instead of a reset) and reset an
 // aborted response (proxy/h1), as on a plain listener.
 func (c *proxyConn) CloseWrite() error {
-	if tc, ok := c.TCPConn(); ok {
-		return tc.CloseWrite()
+	if cw, ok := c.Raw().(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
 	}
 	return nil
 }
 
 func (c *proxyConn) SetLinger(sec int) error {
-	if tc, ok := c.TCPConn(); ok {
-		return tc.SetLinger(sec)
+	if sl, ok := c.Raw().(interface{ SetLinger(int) error }); ok {
+		return sl.SetLinger(sec)
 	}
 	return nil
 }

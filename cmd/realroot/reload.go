@@ -30,6 +30,7 @@ var restartOnly = []restartSetting{
 	{"proxy-protocol", func(c *conf.Config, old conf.Config) { c.ProxyProtocol = old.ProxyProtocol }},
 	{"header-timeout", func(c *conf.Config, old conf.Config) { c.HeaderTimeout = old.HeaderTimeout }},
 	{"idle-timeout", func(c *conf.Config, old conf.Config) { c.IdleTimeout = old.IdleTimeout }},
+	{"send-timeout", func(c *conf.Config, old conf.Config) { c.SendTimeout = old.SendTimeout }},
 	{"log-file", func(c *conf.Config, old conf.Config) { c.LogFile = old.LogFile }},
 	{"access-log-file", func(c *conf.Config, old conf.Config) { c.AccessLogFile = old.AccessLogFile }},
 	{"admin", func(c *conf.Config, old conf.Config) { c.Admin = old.Admin }},

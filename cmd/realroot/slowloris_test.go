@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -87,5 +89,69 @@ func TestHTTP1Server(t *testing.T) {
 		if code := p.wait(10 * time.Second); code != 0 {
 			t.Errorf("%v: exit %d", tt.args, code)
 		}
+	}
+}
+
+// TestClientStopsReading: a client that asks for a large response and
+// stops reading is cut off after send-timeout (nginx's send_timeout),
+// static file or PHP, with either HTTP/1 server; a streamed PHP response's
+// php-fpm worker is free again for the next request. Before send-timeout
+// the connection waited for ever, and with it the worker.
+func TestClientStopsReading(t *testing.T) {
+	fpm := phpfpmtest.Start(t, phpfpmtest.Options{Workers: 1})
+	dir := site(t)
+	pub := filepath.Join(dir, "releases", "1", "public")
+	const size = 32 << 20
+	if err := os.WriteFile(filepath.Join(pub, "big.bin"), make([]byte, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := `<?php $b = str_repeat('x', 65536); for ($i = 0; $i < 512; $i++) { echo $b; flush(); }`
+	if err := os.WriteFile(filepath.Join(pub, "big.php"), []byte(big), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, server := range []string{"lean", "net/http"} {
+		t.Run(server, func(t *testing.T) {
+			p := startRealroot(t, nil, "--root", filepath.Join(dir, "current", "public"),
+				"--fastcgi", "unix:"+fpm.Socket, "--listen", "127.0.0.1:0", "--max-conns", "1",
+				"--send-timeout", "300ms", "--http1-server", server)
+			defer func() { p.signal(syscall.SIGTERM); p.wait(10 * time.Second) }()
+			for _, path := range []string{"/big.bin", "/big.php"} {
+				dialer := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+					var serr error
+					rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10) })
+					return serr
+				}}
+				c, err := dialer.Dial("tcp", p.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+					t.Fatal(err)
+				}
+				head := make([]byte, 1024)
+				if _, err := io.ReadFull(c, head); err != nil || !strings.HasPrefix(string(head), "HTTP/1.1 200 ") {
+					t.Fatalf("GET %s: %q, %v", path, head, err)
+				}
+				// The client stops reading; PHP's worker is needed
+				// meanwhile.
+				stalled := time.Now()
+				if status, body, err := get(&http.Client{Timeout: 10 * time.Second}, p.url("/index.php")); status != 200 || body != "release 1 param=-" {
+					t.Errorf("GET /index.php while a client stalls on %s: %d %q %v; want 200 (php-fpm's one worker free)", path, status, body, err)
+				}
+				if d := time.Since(stalled); d < 1500*time.Millisecond {
+					time.Sleep(1500*time.Millisecond - d)
+				}
+				// It reads again: the connection was cut, the body is short.
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				n, err := io.Copy(io.Discard, c)
+				if n >= size || errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Errorf("GET %s, stalled 1.5s with send-timeout 300ms: then %d more bytes (%v); want the connection cut, the body short", path, n, err)
+				}
+			}
+			if n := len(p.logged("client took nothing for send-timeout: connection cut")); n != 2 {
+				t.Errorf("%d send-timeout log lines; want one for each of the 2 connections", n)
+			}
+		})
 	}
 }

@@ -33,6 +33,7 @@ type frontend struct {
 
 	headerTimeout time.Duration
 	idleTimeout   time.Duration
+	sendTimeout   time.Duration
 	redirectAddr  string       // https-redirect
 	redirect      *http.Server // nil until startRedirect
 	redirectLn    net.Listener
@@ -46,6 +47,7 @@ func newFrontend(c conf.Config, log *zap.Logger) (*frontend, error) {
 		log:           log,
 		h2c:           c.H2C,
 		headerTimeout: c.HeaderTimeout,
+		sendTimeout:   c.SendTimeout,
 		idleTimeout:   c.IdleTimeout,
 		redirectAddr:  c.HTTPSRedirect,
 	}
@@ -88,8 +90,12 @@ func newTLSConfig(get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls
 	}
 }
 
-// wrap makes ln read a PROXY header, then speak TLS, as configured.
+// wrap makes ln's connections give up a write after send-timeout, read a
+// PROXY header, then speak TLS, as configured.
 func (fe *frontend) wrap(ln net.Listener) net.Listener {
+	if fe.sendTimeout > 0 {
+		ln = &sendTimeoutListener{Listener: ln, timeout: fe.sendTimeout, log: fe.log.Named("http")}
+	}
 	if fe.proxy != nil {
 		ln = fe.proxy.listener(ln, fe.headerTimeout)
 	}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// sendChunk is the most one sendfile call may send under one deadline: a
+// client must take this much within send-timeout (7/8 of it, as the
+// deadline moves lazily), 4.7 KB/s at the default 60s. nginx's
+// sendfile_max_chunk is 2m.
+const sendChunk = 256 << 10
+
+// sendTimeoutListener's connections give up a write that waits more than
+// timeout for the client to take bytes (nginx's send_timeout): without it,
+// a client that stops reading holds its connection, its goroutine and, for
+// a streamed PHP response, a php-fpm worker, for ever. It wraps the TCP
+// listener, under the PROXY protocol and TLS, so that every server and
+// protocol on top gets it.
+type sendTimeoutListener struct {
+	net.Listener
+	timeout time.Duration
+	log     *zap.Logger
+}
+
+func (l *sendTimeoutListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &sendTimeoutConn{Conn: c, timeout: l.timeout, log: l.log}, nil
+}
+
+// sendTimeoutConn sets the write deadline before each write, lazily: it
+// moves only when it would be less than 7/8 of the timeout away, so a
+// busy connection makes one SetWriteDeadline per timeout/8, not one per
+// write. A deadline set through SetWriteDeadline or SetDeadline (a
+// handler's http.ResponseController, the TLS handshake) takes over until it
+// is cleared.
+type sendTimeoutConn struct {
+	net.Conn
+	timeout  time.Duration
+	log      *zap.Logger
+	deadline atomic.Int64 // the deadline arm set, in Unix ns; 0: none
+	explicit atomic.Bool  // a deadline set by the caller is in force
+	logged   atomic.Bool
+	lr       io.LimitedReader
+}
+
+func (c *sendTimeoutConn) arm() {
+	if c.explicit.Load() {
+		return
+	}
+	dl := time.Now().Add(c.timeout)
+	want := dl.UnixNano()
+	if d := c.deadline.Load(); d != 0 && want-d <= int64(c.timeout/8) {
+		return
+	}
+	c.deadline.Store(want)
+	c.Conn.SetWriteDeadline(dl)
+}
+
+func (c *sendTimeoutConn) Write(b []byte) (int, error) {
+	c.arm()
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.timedOut(err)
+	}
+	return n, err
+}
+
+// timedOut logs, once, that err is the send timeout's: the access log's
+// line has the status and the bytes sent, this one says why they stop
+// (nginx: "client timed out ... while sending response to client").
+func (c *sendTimeoutConn) timedOut(err error) {
+	if !errors.Is(err, os.ErrDeadlineExceeded) || c.explicit.Load() || c.logged.Swap(true) {
+		return
+	}
+	if ce := c.log.Check(zap.InfoLevel, "client took nothing for send-timeout: connection cut"); ce != nil {
+		ce.Write(zap.Stringer("peer", c.RemoteAddr()), zap.Duration("send_timeout", c.timeout))
+	}
+}
+
+// ReadFrom keeps sendfile for a file (alone or under an io.LimitedReader,
+// as net/http and proxy/h1 pass it) in chunks of sendChunk, each under a
+// deadline of its own, so that a long download to a client that keeps
+// reading is not cut. Any other source is copied through Write.
+func (c *sendTimeoutConn) ReadFrom(r io.Reader) (int64, error) {
+	lr, limited := r.(*io.LimitedReader)
+	src := r
+	if limited {
+		src = lr.R
+	}
+	f, isFile := src.(*os.File)
+	rf, ok := c.Conn.(io.ReaderFrom)
+	if !isFile || !ok {
+		return io.Copy(connWriter{c}, r)
+	}
+	var total int64
+	for {
+		n := int64(sendChunk)
+		if limited && lr.N < n {
+			n = lr.N
+		}
+		if n <= 0 {
+			return total, nil
+		}
+		c.arm()
+		c.lr = io.LimitedReader{R: f, N: n}
+		m, err := rf.ReadFrom(&c.lr)
+		total += m
+		if limited {
+			lr.N -= m
+		}
+		if err != nil || m < n {
+			if err != nil {
+				c.timedOut(err)
+			}
+			return total, err
+		}
+	}
+}
+
+func (c *sendTimeoutConn) SetWriteDeadline(t time.Time) error {
+	c.explicit.Store(!t.IsZero())
+	c.deadline.Store(0)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *sendTimeoutConn) SetDeadline(t time.Time) error {
+	c.explicit.Store(!t.IsZero())
+	c.deadline.Store(0)
+	return c.Conn.SetDeadline(t)
+}
+
+// CloseWrite and SetLinger reach the TCP connection, as on a plain
+// listener: the HTTP servers half-close before refusing a body, and reset
+// an aborted response.
+func (c *sendTimeoutConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func (c *sendTimeoutConn) SetLinger(sec int) error {
+	if sl, ok := c.Conn.(interface{ SetLinger(int) error }); ok {
+		return sl.SetLinger(sec)
+	}
+	return nil
+}
+
+// connWriter is c without ReadFrom, for io.Copy inside ReadFrom.
+type connWriter struct{ c *sendTimeoutConn }
+
+func (w connWriter) Write(b []byte) (int, error) { return w.c.Write(b) }
