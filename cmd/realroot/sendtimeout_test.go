@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -66,15 +67,7 @@ func TestSendTimeoutStalledClient(t *testing.T) {
 			}
 			return nil
 		}},
-		{"sendfile", func(c *sendTimeoutConn) error {
-			f, err := os.Open(big)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = c.ReadFrom(&io.LimitedReader{R: f, N: 8 << 20})
-			return err
-		}},
+		{"sendfile", func(c *sendTimeoutConn) error { return sendFile(c, big, 8<<20) }},
 		{"reader", func(c *sendTimeoutConn) error {
 			_, err := c.ReadFrom(bytes.NewReader(make([]byte, 8<<20)))
 			return err
@@ -119,28 +112,8 @@ func TestSendTimeoutSlowClient(t *testing.T) {
 			}
 			return nil
 		}},
-		{"sendfile limited", func(c *sendTimeoutConn) error {
-			f, err := os.Open(path)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			lr := &io.LimitedReader{R: f, N: size}
-			n, err := c.ReadFrom(lr)
-			if err == nil && (n != size || lr.N != 0) {
-				err = errors.New("short count")
-			}
-			return err
-		}},
-		{"sendfile", func(c *sendTimeoutConn) error {
-			f, err := os.Open(path)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = c.ReadFrom(f)
-			return err
-		}},
+		{"sendfile limited", func(c *sendTimeoutConn) error { return sendFile(c, path, size) }},
+		{"sendfile", func(c *sendTimeoutConn) error { return sendFile(c, path, -1) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, c := sendTimeoutPair(t, d)
@@ -171,6 +144,26 @@ func TestSendTimeoutSlowClient(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sendFile sends the file at path through c's ReadFrom: under an
+// io.LimitedReader of n bytes, or alone for n < 0.
+func sendFile(c *sendTimeoutConn, path string, n int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if n < 0 {
+		_, err = c.ReadFrom(f)
+		return err
+	}
+	lr := &io.LimitedReader{R: f, N: n}
+	m, err := c.ReadFrom(lr)
+	if err == nil && (m != n || lr.N != 0) {
+		err = fmt.Errorf("sent %d of %d bytes, %d left to the reader", m, n, lr.N)
+	}
+	return err
 }
 
 // TestSendTimeoutExplicitDeadline: a deadline set on the connection (a
