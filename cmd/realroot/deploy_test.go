@@ -41,7 +41,7 @@ func TestKeepRestartOnly(t *testing.T) {
 	c := old
 	c.Listen = []string{"127.0.0.1:1"}
 	c.HTTPSRedirect, c.H2C, c.ProxyProtocol = "127.0.0.1:80", true, true
-	c.HeaderTimeout, c.IdleTimeout = time.Second, time.Second
+	c.HeaderTimeout, c.IdleTimeout, c.SendTimeout = time.Second, time.Second, time.Second
 	c.LogFile, c.AccessLogFile = "/var/log/rr.log", "/var/log/rr-access.log"
 	c.Admin, c.AdminAllowRemote, c.AdminPprof = "127.0.0.1:9180", true, true
 	c.HTTP1Server = "net/http"
