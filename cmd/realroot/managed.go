@@ -58,6 +58,7 @@ const keepGone = 8
 var (
 	errShuttingDown = errors.New("shutting down")
 	errRootGone     = errors.New("a reload changed the root")
+	errRetired      = errors.New("a reload replaced this root watcher; the new one switches releases")
 )
 
 // newManaged checks the template and php-fpm and makes the runtime
@@ -129,9 +130,15 @@ type poolRoot struct {
 	keep bool                                          // keep the current release when the warm-up fails
 	rs   *resolve.Releases                             // set by start
 
+	// Set by start: done once a newer root serves (retire) or on close. It
+	// ends the pool a prepare is starting.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	// Guarded by m.mu.
-	retry  bool // a release was refused for lack of room: Refresh when a pool stops
-	closed bool
+	retry   bool // a release was refused for lack of room: Refresh when a pool stops
+	retired bool // a newer root serves: this one starts no pool (retire)
+	closed  bool
 	// The last restart that succeeded: a pool that dies again within
 	// restartStable of it restarts after twice its delay (restart).
 	restartRel   *resolve.Release
@@ -151,10 +158,13 @@ func (m *managedPools) attach(opts *resolve.Options) *poolRoot {
 }
 
 // start starts the pool of rs's current release and returns once it
-// serves: at start-up and when a reload changes the root.
+// serves: at start-up and when a reload builds a new root watcher (the
+// root or poll-interval changed). Then the roots of the generations that
+// reload replaces are retired: nothing after start can fail the reload.
 func (r *poolRoot) start(rs *resolve.Releases) error {
 	r.m.mu.Lock()
 	r.rs = rs
+	r.ctx, r.cancel = context.WithCancel(r.m.ctx)
 	r.m.roots = append(r.m.roots, r)
 	r.m.mu.Unlock()
 	cur := rs.Current()
@@ -168,15 +178,41 @@ func (r *poolRoot) start(rs *resolve.Releases) error {
 		r.close()
 		return fmt.Errorf("release %s: %w", cur.Dir, err)
 	}
+	r.m.retire(r)
 	return nil
 }
 
 // prepare is resolve.Options.Prepare: a pool for next, answering and warmed
 // up, then serving; the current release's pool drains.
+//
+// A retired root starts no pool and keeps its release: no new request is
+// pinned to its releases, and the newer root prepares next. Its watcher
+// does not switch, so it reports no release drained that the newer one may
+// still serve. A prepare under way when the root is retired ends, and its
+// pool stops.
 func (r *poolRoot) prepare(ctx context.Context, next *resolve.Release) error {
+	if r.isRetired() {
+		return errRetired
+	}
+	err := r.preparePool(ctx, next)
+	if err != nil && r.isRetired() {
+		return errRetired
+	}
+	return err
+}
+
+// isRetired reports whether a newer root serves (retire).
+func (r *poolRoot) isRetired() bool {
+	r.m.mu.Lock()
+	defer r.m.mu.Unlock()
+	return r.retired
+}
+
+// preparePool is prepare's work: next's pool, serving.
+func (r *poolRoot) preparePool(ctx context.Context, next *resolve.Release) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	defer context.AfterFunc(r.m.ctx, cancel)()
+	defer context.AfterFunc(r.ctx, cancel)() // done on retire or close, and with m.ctx
 	p, err := r.m.launch(ctx, r, next)
 	if err != nil {
 		return err
@@ -204,6 +240,7 @@ func (r *poolRoot) close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r.closed = true
+	r.cancel()
 	m.roots = slices.DeleteFunc(m.roots, func(q *poolRoot) bool { return q == r })
 	if m.closed {
 		return // close stops every pool

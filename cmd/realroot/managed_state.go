@@ -45,6 +45,8 @@ func (m *managedPools) promote(p *fpmPool, restart bool) error {
 		return fmt.Errorf("php-fpm pool %s stopped", p.name)
 	case m.closed || p.owner.closed:
 		return errShuttingDown
+	case p.owner.retired:
+		return errRetired
 	case restart && (p.owner.rs == nil || p.owner.rs.Current() != p.rel):
 		// Checked here, under m.mu: launch may have waited for room
 		// while the root switched.
@@ -54,18 +56,49 @@ func (m *managedPools) promote(p *fpmPool, restart bool) error {
 	}):
 		return errors.New("another pool serves its release")
 	default:
-		now := time.Now()
 		for _, q := range m.alive {
 			if q.owner == p.owner && q.state == poolServing {
-				q.state, q.since = poolDraining, now
-				q.log.Info("php-fpm pool draining", zap.Int64("in_flight", q.rel.InFlight()))
-				m.wg.Go(func() { m.drain(q) })
+				m.startDrain(q)
 			}
 		}
-		p.state, p.since = poolServing, now
+		p.state, p.since = poolServing, time.Now()
 		m.route()
 		return nil
 	}
+}
+
+// retire is start's, once r, the root of the generation a reload builds,
+// serves: the other roots, of the generations that reload replaces, are
+// retired. They start no pool any more (prepare, restart, finish's retry),
+// the pool one is starting stops, and their serving pools drain like the pool of any
+// previous release: until their requests are done or pool-drain-timeout
+// passed. Until then they hold a max-pools slot, so a deploy waits for
+// them no longer than pool-drain-timeout.
+func (m *managedPools) retire(r *poolRoot) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return // close stops every pool
+	}
+	for _, q := range m.roots {
+		if q != r && !q.retired {
+			q.retired = true
+			q.cancel()
+		}
+	}
+	for _, q := range m.alive {
+		if q.owner.retired && q.state == poolServing {
+			m.startDrain(q)
+		}
+	}
+}
+
+// startDrain moves q from serving to draining; drain stops it. m.mu is
+// held.
+func (m *managedPools) startDrain(q *fpmPool) {
+	q.state, q.since = poolDraining, time.Now()
+	q.log.Info("php-fpm pool draining", zap.Int64("in_flight", q.rel.InFlight()))
+	m.wg.Go(func() { m.drain(q) })
 }
 
 // route rebuilds the routing table. m.mu is held.
@@ -175,7 +208,7 @@ func (m *managedPools) restart(r *poolRoot, rel *resolve.Release) {
 		case <-time.After(delay):
 		}
 		m.mu.Lock()
-		stale := r.closed || r.rs == nil || r.rs.Current() != rel
+		stale := r.closed || r.retired || r.rs == nil || r.rs.Current() != rel
 		m.mu.Unlock()
 		if stale {
 			return
@@ -211,7 +244,7 @@ func (m *managedPools) finish(p *fpmPool, why error) {
 	m.changed = make(chan struct{})
 	m.route()
 	for _, r := range m.roots {
-		if r.retry && !m.closed && r.rs != nil {
+		if r.retry && !r.retired && !m.closed && r.rs != nil {
 			r.retry = false
 			m.wg.Go(func() {
 				if _, err := r.rs.Refresh(); err != nil {

@@ -1,0 +1,61 @@
+// A test from a review of managed mode across reloads
+// (docs/managed-pools.md): it failed on the code as reviewed, for the
+// reason its comment gives.
+
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestReloadOldPoolDrains: a reload that builds a new root watcher (here:
+// poll-interval changed) starts a pool for the current release under the
+// new watcher; the old watcher's pool stayed "serving" until every request
+// of the old generation was done, with no bound: it was never "draining",
+// so pool-drain-timeout did not apply. With max-pools 2 both slots stayed
+// taken while one long request (an SSE stream, a long poll, an export) of
+// the old generation ran, and every deploy meanwhile was refused, well past
+// the documented bound ("realroot retries by itself as soon as a pool stops
+// (at the latest after pool-drain-timeout)").
+func TestReloadOldPoolDrains(t *testing.T) {
+	c, dir := managedSite(t)
+	c.PoolDrainTimeout = 2 * time.Second
+	c.PoolStartTimeout = 2 * time.Second
+	td := startDaemon(t, c)
+	client := &http.Client{Timeout: 60 * time.Second}
+	defer client.CloseIdleConnections()
+	base := "http://" + td.addr
+
+	mark := filepath.Join(dir, "mark")
+	slow := make(chan string, 1)
+	go func() {
+		st, body, err := get(client, base+"/slow.php?ms=20000&mark="+mark)
+		slow <- fmt.Sprintf("%d %s %v", st, body, err)
+	}()
+	waitMarks(t, mark)
+
+	next := c
+	next.PollInterval = 30 * time.Millisecond
+	if td.reload(t, next) {
+		t.Fatalf("reload rejected")
+	}
+	flipTo(t, filepath.Join(dir, "current"), "r2")
+	start := time.Now()
+	served := false
+	for time.Since(start) < 10*time.Second {
+		if code, body, _ := get(client, base+"/"); code == 200 && body == "r2" {
+			served = true
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !served {
+		t.Errorf("r2 not served %v after the deploy (pool-drain-timeout 2s, pool-start-timeout 2s): the old root watcher's pool holds a max-pools slot while the old generation's request runs; refusals: %d",
+			time.Since(start).Round(time.Millisecond), len(td.logged("release prepare failed; keeping current release")))
+	}
+	t.Logf("slow request: %s, done %v after the deploy", <-slow, time.Since(start).Round(time.Millisecond))
+}
