@@ -135,8 +135,8 @@ type Config struct {
 	// (keepalive_timeout). Default 75s.
 	IdleTimeout time.Duration
 	// SendTimeout: send-timeout, longest wait for a client to take the
-	// next bytes of a response; then the connection is closed (nginx's
-	// send_timeout). Default 60s.
+	// next bytes of a response; then the connection is closed, or the
+	// HTTP/2 stream reset (nginx's send_timeout). Default 60s.
 	SendTimeout time.Duration
 	// ShutdownTimeout: shutdown-timeout, finishing in-flight requests on
 	// SIGTERM. Default 30s.

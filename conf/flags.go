@@ -60,7 +60,7 @@ func FlagSet(c *Config) *flag.FlagSet {
 	dur(&c.WriteTimeout, "write-timeout", "longest wait between two writes to php-fpm, a `DURATION` (fastcgi_send_timeout)")
 	dur(&c.HeaderTimeout, "header-timeout", "timeout reading a request's headers, a `DURATION` (client_header_timeout)")
 	dur(&c.IdleTimeout, "idle-timeout", "how long an idle client connection is kept, a `DURATION` (keepalive_timeout)")
-	dur(&c.SendTimeout, "send-timeout", "longest wait for a client to take the next bytes of a response, a `DURATION`; then the connection is closed (send_timeout)")
+	dur(&c.SendTimeout, "send-timeout", "longest wait for a client to take the next bytes of a response, a `DURATION`; then the connection is closed, or the HTTP/2 stream reset (send_timeout)")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "time to finish in-flight requests on SIGTERM, a `DURATION`")
 	num(&c.MaxConns, "max-conns", "php-fpm connections per address at most, `N`; set it to php-fpm's pm.max_children")
 	dur(&c.ConnIdleTimeout, "conn-idle-timeout", "how long an idle php-fpm connection is kept open, a `DURATION`")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
@@ -160,3 +161,63 @@ func (c *sendTimeoutConn) SetLinger(sec int) error {
 type connWriter struct{ c *sendTimeoutConn }
 
 func (w connWriter) Write(b []byte) (int, error) { return w.c.Write(b) }
+
+// streamSendTimeout bounds each write of an HTTP/2 response by
+// send-timeout. A client that gives a stream no flow-control window stops
+// the handler's writes while the connection stays healthy (its own
+// frames read, SETTINGS and PING answered), so the connection's deadline
+// never sees it. The stream's write deadline (http.ResponseController) is
+// set for each write and lifted after it: a response that pauses between
+// writes (a slow script) is not cut. Past the deadline, HTTP/2 resets the
+// stream and the write fails. After the handler returns, the deadline is
+// set once more for what HTTP/2 then flushes; the stream's end stops it.
+type streamSendTimeout struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	log     *zap.Logger
+	peer    string
+}
+
+func newStreamSendTimeout(w http.ResponseWriter, r *http.Request, timeout time.Duration, log *zap.Logger) *streamSendTimeout {
+	return &streamSendTimeout{ResponseWriter: w, rc: http.NewResponseController(w), timeout: timeout, log: log, peer: r.RemoteAddr}
+}
+
+func (w *streamSendTimeout) Write(b []byte) (int, error) {
+	start := w.arm()
+	n, err := w.ResponseWriter.Write(b)
+	w.lift(start, err)
+	return n, err
+}
+
+func (w *streamSendTimeout) FlushError() error {
+	start := w.arm()
+	err := w.rc.Flush()
+	w.lift(start, err)
+	return err
+}
+
+func (w *streamSendTimeout) Flush() { w.FlushError() }
+
+func (w *streamSendTimeout) arm() time.Time {
+	now := time.Now()
+	w.rc.SetWriteDeadline(now.Add(w.timeout))
+	return now
+}
+
+// lift lifts the deadline after a write that began at start, and logs
+// err if it is the deadline's: the stream was reset.
+func (w *streamSendTimeout) lift(start time.Time, err error) {
+	w.rc.SetWriteDeadline(time.Time{})
+	if err == nil || time.Since(start) < w.timeout {
+		return
+	}
+	if ce := w.log.Check(zap.InfoLevel, "client took nothing for send-timeout: stream reset"); ce != nil {
+		ce.Write(zap.String("peer", w.peer), zap.Duration("send_timeout", w.timeout))
+	}
+}
+
+// done is called once the handler returned.
+func (w *streamSendTimeout) done() { w.rc.SetWriteDeadline(time.Now().Add(w.timeout)) }
+
+func (w *streamSendTimeout) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/yookoala/gofast"
 	"go.uber.org/zap"
@@ -32,7 +33,8 @@ type server struct {
 	drain   *drainHook     // nil without on-drain
 	pools   *managedPools  // nil unless managed-pool: realroot runs php-fpm
 
-	stopping atomic.Bool // set once shutting down, for /readyz
+	stopping    atomic.Bool   // set once shutting down, for /readyz
+	sendTimeout time.Duration // HTTP/2 responses' (streamSendTimeout); restart-only
 
 	// What root watchers and FastCGI clients that a reload replaced had
 	// counted, so that the admin API's counters never go down.
@@ -75,7 +77,7 @@ type rootWatch struct {
 // the current release's php-fpm pool (with r, the reaper, when realroot is
 // PID 1).
 func newServer(c conf.Config, logs *logs, r *reaper) (*server, error) {
-	s := &server{logs: logs, log: logs.main, metrics: admin.NewMetrics()}
+	s := &server{logs: logs, log: logs.main, metrics: admin.NewMetrics(), sendTimeout: c.SendTimeout}
 	if c.OnDrain != "" {
 		s.drain = newDrainHook(c.OnDrain, c.OnDrainTimeout, r, s.log.Named("on-drain"))
 	}
@@ -103,6 +105,12 @@ func (s *server) config() conf.Config { return s.cur.Load().cfg }
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g := s.acquire()
 	defer g.release()
+	if r.ProtoMajor == 2 && s.sendTimeout > 0 {
+		sw := newStreamSendTimeout(w, r, s.sendTimeout, s.log.Named("http"))
+		g.handler.ServeHTTP(sw, r)
+		sw.done()
+		return
+	}
 	g.handler.ServeHTTP(w, r)
 }
 
