@@ -101,6 +101,9 @@ func (l *proxyListener) Accept() (net.Conn, error) {
 	if !ok {
 		return c, nil // SKIP, which the policy never returns
 	}
+	if st, ok := pc.Raw().(*sendTimeoutConn); ok {
+		st.peer = pc // its log line names the client, not the load balancer
+	}
 	return &proxyConn{Conn: pc, l: l}, nil
 }
 

@@ -48,6 +48,7 @@ type sendTimeoutConn struct {
 	net.Conn
 	timeout  time.Duration
 	log      *zap.Logger
+	peer     net.Conn     // the one the HTTP servers see, if not this (the PROXY protocol's)
 	deadline atomic.Int64 // the deadline arm set, in Unix ns; 0: none
 	explicit atomic.Bool  // a deadline set by the caller is in force
 	logged   atomic.Bool
@@ -84,7 +85,11 @@ func (c *sendTimeoutConn) timedOut(err error) {
 		return
 	}
 	if ce := c.log.Check(zap.InfoLevel, "client took nothing for send-timeout: connection cut"); ce != nil {
-		ce.Write(zap.Stringer("peer", c.RemoteAddr()), zap.Duration("send_timeout", c.timeout))
+		var peer net.Conn = c
+		if c.peer != nil {
+			peer = c.peer
+		}
+		ce.Write(zap.Stringer("peer", peer.RemoteAddr()), zap.Duration("send_timeout", c.timeout))
 	}
 }
 
@@ -167,26 +172,42 @@ func (w connWriter) Write(b []byte) (int, error) { return w.c.Write(b) }
 // the handler's writes while the connection stays healthy (its own
 // frames read, SETTINGS and PING answered), so the connection's deadline
 // never sees it. The stream's write deadline (http.ResponseController) is
-// set for each write and lifted after it: a response that pauses between
-// writes (a slow script) is not cut. Past the deadline, HTTP/2 resets the
-// stream and the write fails. After the handler returns, the deadline is
-// set once more for what HTTP/2 then flushes; the stream's end stops it.
+// set before each write and flush and lifted after it: a response that
+// pauses between writes (a slow script) is not cut, and no deadline is
+// left set once the write returned. Past it, HTTP/2 resets the stream and
+// the write fails. Go's HTTP/2 server makes a new timer for a deadline set
+// on a stream that has just closed, which nothing stops: it would reset the
+// closed stream later. Every deadline set here is lifted by the same call,
+// so none outlives its write.
 type streamSendTimeout struct {
 	http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
 	log     *zap.Logger
 	peer    string
+	pending int // bytes written since the last flush, at most h2Buffer
 }
+
+// h2Buffer is what Go's HTTP/2 server holds of a handler's writes before
+// it sends them (http2handlerChunkWriteSize): a write that still fits, since
+// the last flush, returns without waiting for the client, so it needs no
+// deadline. Only the count since the last flush is known, never less than
+// what is held: a write is left unguarded only when it surely fits.
+const h2Buffer = 4 << 10
 
 func newStreamSendTimeout(w http.ResponseWriter, r *http.Request, timeout time.Duration, log *zap.Logger) *streamSendTimeout {
 	return &streamSendTimeout{ResponseWriter: w, rc: http.NewResponseController(w), timeout: timeout, log: log, peer: r.RemoteAddr}
 }
 
 func (w *streamSendTimeout) Write(b []byte) (int, error) {
+	if w.pending+len(b) <= h2Buffer {
+		w.pending += len(b)
+		return w.ResponseWriter.Write(b)
+	}
 	start := w.arm()
 	n, err := w.ResponseWriter.Write(b)
 	w.lift(start, err)
+	w.pending = h2Buffer // what is held now is not known
 	return n, err
 }
 
@@ -194,6 +215,7 @@ func (w *streamSendTimeout) FlushError() error {
 	start := w.arm()
 	err := w.rc.Flush()
 	w.lift(start, err)
+	w.pending = 0
 	return err
 }
 
@@ -217,7 +239,13 @@ func (w *streamSendTimeout) lift(start time.Time, err error) {
 	}
 }
 
-// done is called once the handler returned.
-func (w *streamSendTimeout) done() { w.rc.SetWriteDeadline(time.Now().Add(w.timeout)) }
+// done is called once the handler returned: what HTTP/2 still holds of
+// the response is sent under the deadline, so that its own last flush
+// (the END_STREAM, which needs no window) cannot wait.
+func (w *streamSendTimeout) done() {
+	if w.pending > 0 {
+		w.FlushError()
+	}
+}
 
 func (w *streamSendTimeout) Unwrap() http.ResponseWriter { return w.ResponseWriter }

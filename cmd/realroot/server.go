@@ -35,6 +35,7 @@ type server struct {
 
 	stopping    atomic.Bool   // set once shutting down, for /readyz
 	sendTimeout time.Duration // HTTP/2 responses' (streamSendTimeout); restart-only
+	httpLog     *zap.Logger
 
 	// What root watchers and FastCGI clients that a reload replaced had
 	// counted, so that the admin API's counters never go down.
@@ -78,6 +79,7 @@ type rootWatch struct {
 // PID 1).
 func newServer(c conf.Config, logs *logs, r *reaper) (*server, error) {
 	s := &server{logs: logs, log: logs.main, metrics: admin.NewMetrics(), sendTimeout: c.SendTimeout}
+	s.httpLog = s.log.Named("http")
 	if c.OnDrain != "" {
 		s.drain = newDrainHook(c.OnDrain, c.OnDrainTimeout, r, s.log.Named("on-drain"))
 	}
@@ -106,7 +108,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g := s.acquire()
 	defer g.release()
 	if r.ProtoMajor == 2 && s.sendTimeout > 0 {
-		sw := newStreamSendTimeout(w, r, s.sendTimeout, s.log.Named("http"))
+		sw := newStreamSendTimeout(w, r, s.sendTimeout, s.httpLog)
 		g.handler.ServeHTTP(sw, r)
 		sw.done()
 		return

@@ -116,11 +116,7 @@ func TestClientStopsReading(t *testing.T) {
 				"--send-timeout", "300ms", "--http1-server", server)
 			defer func() { p.signal(syscall.SIGTERM); p.wait(10 * time.Second) }()
 			for _, path := range []string{"/big.bin", "/big.php"} {
-				dialer := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-					var serr error
-					rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10) })
-					return serr
-				}}
+				dialer := smallRecvDialer()
 				c, err := dialer.Dial("tcp", p.addr)
 				if err != nil {
 					t.Fatal(err)
@@ -153,119 +149,5 @@ func TestClientStopsReading(t *testing.T) {
 				t.Errorf("%d send-timeout log lines; want one for each of the 2 connections", n)
 			}
 		})
-	}
-}
-
-// TestH2ClientStopsReading: over HTTP/2 a client can stop a response by
-// flow control, not at the socket: it answers SETTINGS and PING but gives
-// the stream no window. The stream is reset after send-timeout, and the
-// php-fpm worker that streamed into it is free again; before, the handler
-// and the worker waited for ever on a healthy connection.
-func TestH2ClientStopsReading(t *testing.T) {
-	fpm := phpfpmtest.Start(t, phpfpmtest.Options{Workers: 1})
-	dir := site(t)
-	pub := filepath.Join(dir, "releases", "1", "public")
-	big := `<?php $b = str_repeat('x', 65536); for ($i = 0; $i < 512; $i++) { echo $b; flush(); }`
-	if err := os.WriteFile(filepath.Join(pub, "big.php"), []byte(big), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pause := `<?php while (ob_get_level()) ob_end_flush(); echo "a"; flush(); usleep(900000); echo "b";`
-	if err := os.WriteFile(filepath.Join(pub, "pause.php"), []byte(pause), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p := startRealroot(t, nil, "--root", filepath.Join(dir, "current", "public"),
-		"--fastcgi", "unix:"+fpm.Socket, "--listen", "127.0.0.1:0", "--max-conns", "1",
-		"--send-timeout", "300ms", "--h2c")
-
-	// A response that pauses 0.9s between two writes, to a client that
-	// reads: not cut (the deadline is lifted after each write). Not
-	// compressed: compression would hold "a" to the end.
-	tr := &http.Transport{Protocols: new(http.Protocols), DisableCompression: true}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	defer tr.CloseIdleConnections()
-	if resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(p.url("/pause.php")); err != nil {
-		t.Fatal(err)
-	} else {
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.ProtoMajor != 2 || resp.StatusCode != 200 || string(b) != "ab" || err != nil {
-			t.Fatalf("GET /pause.php over HTTP/2: %s %d %q %v; want 200 \"ab\"", resp.Proto, resp.StatusCode, b, err)
-		}
-	}
-	defer func() { p.signal(syscall.SIGTERM); p.wait(10 * time.Second) }()
-
-	c, err := net.Dial("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	frame := func(typ, flags byte, stream uint32, payload []byte) []byte {
-		n := len(payload)
-		b := []byte{byte(n >> 16), byte(n >> 8), byte(n), typ, flags, byte(stream >> 24), byte(stream >> 16), byte(stream >> 8), byte(stream)}
-		return append(b, payload...)
-	}
-	hpackLit := func(index byte, v string) []byte { // literal, indexed name, no Huffman
-		return append([]byte{0x40 | index, byte(len(v))}, v...)
-	}
-	hdrs := []byte{0x82, 0x86} // :method GET, :scheme http
-	hdrs = append(hdrs, hpackLit(4, "/big.php")...)
-	hdrs = append(hdrs, hpackLit(1, p.addr)...)
-	req := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-	req = append(req, frame(0x4, 0, 0, nil)...)    // SETTINGS: the default 65,535-byte windows
-	req = append(req, frame(0x1, 0x5, 1, hdrs)...) // HEADERS, END_STREAM | END_HEADERS
-	if _, err := c.Write(req); err != nil {
-		t.Fatal(err)
-	}
-	// The client reads every frame, acknowledges SETTINGS and PING, and
-	// never sends WINDOW_UPDATE.
-	type result struct {
-		data  int
-		reset bool
-		err   error
-	}
-	done := make(chan result, 1)
-	go func() {
-		var r result
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		head := make([]byte, 9)
-		for {
-			if _, r.err = io.ReadFull(c, head); r.err != nil {
-				done <- r
-				return
-			}
-			n := int(head[0])<<16 | int(head[1])<<8 | int(head[2])
-			payload := make([]byte, n)
-			if _, r.err = io.ReadFull(c, payload); r.err != nil {
-				done <- r
-				return
-			}
-			stream := uint32(head[5]&0x7f)<<24 | uint32(head[6])<<16 | uint32(head[7])<<8 | uint32(head[8])
-			switch typ, flags := head[3], head[4]; {
-			case typ == 0x0 && stream == 1:
-				r.data += n
-			case typ == 0x3 && stream == 1: // RST_STREAM
-				r.reset = true
-				done <- r
-				return
-			case typ == 0x4 && flags&1 == 0:
-				c.Write(frame(0x4, 1, 0, nil))
-			case typ == 0x6 && flags&1 == 0:
-				c.Write(frame(0x6, 1, 0, payload))
-			case typ == 0x7: // GOAWAY
-				done <- r
-				return
-			}
-		}
-	}()
-	// PHP's one worker is needed meanwhile.
-	if status, body, err := get(&http.Client{Timeout: 10 * time.Second}, p.url("/index.php")); status != 200 || body != "release 1 param=-" {
-		t.Errorf("GET /index.php while an HTTP/2 client gives no window: %d %q %v; want 200 (php-fpm's one worker free)", status, body, err)
-	}
-	r := <-done
-	if !r.reset || r.data > 65535 {
-		t.Errorf("the stream without window: %d bytes of DATA, reset %v, %v; want it reset after send-timeout, at most 65,535 bytes", r.data, r.reset, r.err)
-	}
-	if n := len(p.logged("client took nothing for send-timeout: stream reset")); n != 1 {
-		t.Errorf("%d send-timeout log lines; want 1", n)
 	}
 }

@@ -93,9 +93,7 @@ func newTLSConfig(get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls
 // wrap makes ln's connections give up a write after send-timeout, read a
 // PROXY header, then speak TLS, as configured.
 func (fe *frontend) wrap(ln net.Listener) net.Listener {
-	if fe.sendTimeout > 0 {
-		ln = &sendTimeoutListener{Listener: ln, timeout: fe.sendTimeout, log: fe.log.Named("http")}
-	}
+	ln = fe.guardSend(ln)
 	if fe.proxy != nil {
 		ln = fe.proxy.listener(ln, fe.headerTimeout)
 	}
@@ -118,6 +116,14 @@ func (fe *frontend) configure(hs *http.Server) {
 		p.SetUnencryptedHTTP2(true)
 	}
 	hs.Protocols = p
+}
+
+// guardSend makes ln's connections give up a write after send-timeout.
+func (fe *frontend) guardSend(ln net.Listener) net.Listener {
+	if fe.sendTimeout <= 0 {
+		return ln
+	}
+	return &sendTimeoutListener{Listener: ln, timeout: fe.sendTimeout, log: fe.log.Named("http")}
 }
 
 // prepare loads c's certificates for a reload, without using them yet:
@@ -171,6 +177,7 @@ func (fe *frontend) startRedirect(https net.Addr) error {
 	if err != nil {
 		return fmt.Errorf("https-redirect: %w", err)
 	}
+	ln = fe.guardSend(ln)
 	port := "443"
 	if ta, ok := https.(*net.TCPAddr); ok {
 		port = strconv.Itoa(ta.Port)
