@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/textproto"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,9 +27,28 @@ var hiddenHeaders = []string{
 }
 
 // hidden reports whether the canonical header name k is one of
-// hiddenHeaders.
+// hiddenHeaders, or Keep-Alive (about php-fpm's connection, not the
+// client's: nginx drops it too).
 func hidden(k string) bool {
-	return strings.HasPrefix(k, "X-") && slices.Contains(hiddenHeaders, k)
+	return strings.HasPrefix(k, "X-") && slices.Contains(hiddenHeaders, k) || k == "Keep-Alive"
+}
+
+// dropConnectionFields removes from hd what HTTP/2 forbids in a response
+// (RFC 9113 §8.2.2): the connection-specific fields and those Connection
+// names. Go's HTTP/2 server drops Connection and Transfer-Encoding itself,
+// not the others, and clients (nghttp2, curl) refuse a response that
+// carries one. nginx drops Keep-Alive and Connection only.
+func dropConnectionFields(hd http.Header) {
+	for _, v := range hd["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				delete(hd, textproto.CanonicalMIMEHeaderKey(f))
+			}
+		}
+	}
+	for _, k := range []string{"Connection", "Proxy-Connection", "Upgrade", "Transfer-Encoding", "Te"} {
+		delete(hd, k)
+	}
 }
 
 var requestPool = sync.Pool{New: func() any {
@@ -89,6 +109,12 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 		if !hidden(k) {
 			hd[k] = v
 		}
+	}
+	if r.ProtoMajor == 2 {
+		dropConnectionFields(hd)
+	}
+	if resp.Status == http.StatusNoContent {
+		delete(hd, "Content-Length") // RFC 9110 §8.6; nginx drops it too
 	}
 	w.idv[0] = x.requestID()
 	hd["X-Request-Id"] = w.idv[:1:1]
@@ -157,11 +183,12 @@ func (h *Handler) stream(w *recorder, r *http.Request, x *exchange, resp *fcgi.R
 			}
 		}
 		if errors.Is(err, io.EOF) {
-			if left > 0 && w.cz.state == czEncoding {
+			if left > 0 && (w.cz.state == czEncoding || r.ProtoMajor == 2) {
 				// Shorter than PHP's Content-Length, which compression
-				// dropped: the body would end cleanly. Break the
-				// connection, after what came. (With the length sent,
-				// the server closes the connection itself, as nginx.)
+				// dropped, or over HTTP/2, where the stream would end
+				// cleanly: break it, after what came (nginx resets the
+				// stream). Over HTTP/1 with the length sent, the server
+				// closes the connection itself, as nginx.
 				w.Flush()
 				h.abort(w, r, x, fmt.Errorf("%w: body %d bytes short of its Content-Length %d", fcgi.ErrTruncated, left, declared))
 			}

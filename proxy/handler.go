@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -293,6 +294,9 @@ func (h *Handler) serve(w *recorder, r *http.Request, x *exchange) error {
 		if err := checkAuthority(r); err != nil {
 			return err
 		}
+		if err := checkLength(r); err != nil {
+			return err
+		}
 	}
 	if r.Method == http.MethodTrace {
 		// nginx refuses TRACE whatever the location: a script echoing
@@ -344,6 +348,23 @@ func checkAuthority(r *http.Request) error {
 	for i := 0; i < len(host); i++ {
 		if !hostByte[host[i]] {
 			return &httpError{status: http.StatusBadRequest, msg: "malformed :authority"}
+		}
+	}
+	return nil
+}
+
+// checkLength refuses an HTTP/2 request whose content-length does not
+// parse, or is not the length Go's HTTP/2 server gives its body: Go takes
+// both a content-length it cannot parse and any content-length on a stream
+// that HEADERS ended as an empty body, and PHP would run at once with none
+// (and HTTP_CONTENT_LENGTH as sent). A content-length that the DATA frames
+// then do not match fails the body's read. nginx answers 400 too.
+func checkLength(r *http.Request) error {
+	cl := r.Header["Content-Length"]
+	for _, v := range cl {
+		n, err := strconv.ParseUint(v, 10, 63)
+		if err != nil || v != cl[0] || int64(n) != r.ContentLength {
+			return &httpError{status: http.StatusBadRequest, msg: "content-length does not match the request body"}
 		}
 	}
 	return nil
@@ -411,6 +432,11 @@ func (h *Handler) fail(w *recorder, r *http.Request, x *exchange, err error) {
 	}
 	for k, v := range he.header {
 		hd[k] = v
+	}
+	if r.ProtoMajor == 2 {
+		// The stream ends with the response; Go's HTTP/2 server would
+		// turn Connection: close into a GOAWAY for every other stream.
+		delete(hd, "Connection")
 	}
 	hd.Set("Content-Type", "text/plain; charset=utf-8")
 	hd.Set("X-Content-Type-Options", "nosniff")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,77 +12,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"realroot/internal/h2raw"
 	"realroot/internal/phpfpmtest"
 )
-
-// h2Frame is an HTTP/2 frame, for tests that speak HTTP/2 by hand: what a
-// client may do that Go's client never does (give no window, answer but
-// never read).
-type h2Frame struct {
-	typ, flags byte
-	stream     uint32
-	payload    []byte
-}
-
-const (
-	h2Data, h2Headers, h2Reset, h2Settings, h2Ping, h2GoAway = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
-	h2EndStream, h2Ack, h2EndHeaders                         = 0x1, 0x1, 0x4
-)
-
-func h2Encode(typ, flags byte, stream uint32, payload []byte) []byte {
-	n := len(payload)
-	b := []byte{byte(n >> 16), byte(n >> 8), byte(n), typ, flags, byte(stream >> 24), byte(stream >> 16), byte(stream >> 8), byte(stream)}
-	return append(b, payload...)
-}
-
-func h2Read(c net.Conn) (h2Frame, error) {
-	head := make([]byte, 9)
-	if _, err := io.ReadFull(c, head); err != nil {
-		return h2Frame{}, err
-	}
-	p := make([]byte, int(head[0])<<16|int(head[1])<<8|int(head[2]))
-	if _, err := io.ReadFull(c, p); err != nil {
-		return h2Frame{}, err
-	}
-	stream := uint32(head[5]&0x7f)<<24 | uint32(head[6])<<16 | uint32(head[7])<<8 | uint32(head[8])
-	return h2Frame{typ: head[3], flags: head[4], stream: stream, payload: p}, nil
-}
-
-// h2Get is the HPACK block of a GET of path from authority: indexed
-// :method and :scheme, literal :path and :authority (no Huffman).
-func h2Get(path, authority string) []byte {
-	b := []byte{0x82, 0x86}
-	b = append(b, 0x44, byte(len(path)))
-	b = append(b, path...)
-	b = append(b, 0x41, byte(len(authority)))
-	return append(b, authority...)
-}
-
-// h2Start dials addr and sends the preface and a SETTINGS frame that
-// keeps the default 65,535-byte windows.
-func h2Start(t *testing.T, addr string) net.Conn {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if _, err := c.Write(append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), h2Encode(h2Settings, 0, 0, nil)...)); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// h2Answer acknowledges f if it is a SETTINGS or PING frame, as a client
-// that reads its connection does.
-func h2Answer(c net.Conn, f h2Frame) {
-	switch {
-	case f.typ == h2Settings && f.flags&h2Ack == 0:
-		c.Write(h2Encode(h2Settings, h2Ack, 0, nil))
-	case f.typ == h2Ping && f.flags&h2Ack == 0:
-		c.Write(h2Encode(h2Ping, h2Ack, 0, f.payload))
-	}
-}
 
 // TestH2ClientStopsReading: over HTTP/2 a client can stop a response by
 // flow control, not at the socket: it answers SETTINGS and PING but gives
@@ -123,45 +54,19 @@ func TestH2ClientStopsReading(t *testing.T) {
 		t.Fatalf("GET /pause.php over HTTP/2: %s %d %q %v; want 200 \"ab\"", resp.Proto, resp.StatusCode, b, err)
 	}
 
-	c := h2Start(t, p.addr)
-	if _, err := c.Write(h2Encode(h2Headers, h2EndStream|h2EndHeaders, 1, h2Get("/big.php", p.addr))); err != nil {
-		t.Fatal(err)
-	}
+	c := h2raw.Dial(t, p.addr)
+	c.Send(t, h2raw.Encode(h2raw.Headers, h2raw.EndStream|h2raw.EndHeaders, 1, c.Request("GET", "/big.php")))
 	// The client reads every frame, acknowledges SETTINGS and PING, and
 	// never sends WINDOW_UPDATE.
-	type result struct {
-		data  int
-		reset bool
-		err   error
-	}
-	done := make(chan result, 1)
-	go func() {
-		var r result
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		for {
-			var f h2Frame
-			if f, r.err = h2Read(c); r.err != nil || f.typ == h2GoAway {
-				done <- r
-				return
-			}
-			h2Answer(c, f)
-			switch {
-			case f.typ == h2Data && f.stream == 1:
-				r.data += len(f.payload)
-			case f.typ == h2Reset && f.stream == 1:
-				r.reset = true
-				done <- r
-				return
-			}
-		}
-	}()
+	done := make(chan h2raw.StreamEnd, 1)
+	go func() { done <- c.ReadStream(1) }()
 	// PHP's one worker is needed meanwhile.
 	if status, body, err := get(&http.Client{Timeout: 10 * time.Second}, p.url("/index.php")); status != 200 || body != "release 1 param=-" {
 		t.Errorf("GET /index.php while an HTTP/2 client gives no window: %d %q %v; want 200 (php-fpm's one worker free)", status, body, err)
 	}
-	r := <-done
-	if !r.reset || r.data > 65535 {
-		t.Errorf("the stream without window: %d bytes of DATA, reset %v, %v; want it reset after send-timeout, at most 65,535 bytes", r.data, r.reset, r.err)
+	e := <-done
+	if !e.Reset || len(e.Data) > 65535 {
+		t.Errorf("the stream without window: %d bytes of DATA, reset %v, %v; want it reset after send-timeout, at most 65,535 bytes", len(e.Data), e.Reset, e.Err)
 	}
 	if n := len(p.logged("client took nothing for send-timeout: stream reset")); n != 1 {
 		t.Errorf("%d send-timeout log lines; want 1", n)
@@ -182,39 +87,36 @@ func TestH2NoResetAfterResponse(t *testing.T) {
 		"--send-timeout", "400ms", "--h2c")
 	defer func() { p.signal(syscall.SIGTERM); p.wait(10 * time.Second) }()
 
-	c := h2Start(t, p.addr)
-	hdrs := h2Get("/style.css", p.addr)
+	c := h2raw.Dial(t, p.addr)
+	hdrs := c.Request("GET", "/style.css")
 	const streams, rounds = 50, 20
 	ended := map[uint32]time.Time{}
 	var resets []uint32
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	handle := func(f h2Frame) {
-		h2Answer(c, f)
+	handle := func(f h2raw.Frame) {
 		switch {
-		case (f.typ == h2Data || f.typ == h2Headers) && f.flags&h2EndStream != 0:
-			ended[f.stream] = time.Now()
-		case f.typ == h2Reset:
-			if at, ok := ended[f.stream]; ok {
-				resets = append(resets, f.stream)
+		case (f.Type == h2raw.Data || f.Type == h2raw.Headers) && f.Flags&h2raw.EndStream != 0:
+			ended[f.Stream] = time.Now()
+		case f.Type == h2raw.RSTStream:
+			if at, ok := ended[f.Stream]; ok {
+				resets = append(resets, f.Stream)
 				if len(resets) <= 3 {
-					t.Logf("stream %d: RST_STREAM code %x, %v after its END_STREAM", f.stream, f.payload, time.Since(at).Round(time.Millisecond))
+					t.Logf("stream %d: RST_STREAM code %x, %v after its END_STREAM", f.Stream, f.Payload, time.Since(at).Round(time.Millisecond))
 				}
 			}
-		case f.typ == h2GoAway:
-			t.Fatalf("GOAWAY %x", f.payload)
+		case f.Type == h2raw.GoAway:
+			t.Fatalf("GOAWAY %x", f.Payload)
 		}
 	}
 	for round := range rounds {
 		// streams requests at once, the next round once they all ended.
 		var batch []byte
 		for i := range streams {
-			batch = append(batch, h2Encode(h2Headers, h2EndStream|h2EndHeaders, uint32(2*(round*streams+i)+1), hdrs)...)
+			batch = append(batch, h2raw.Encode(h2raw.Headers, h2raw.EndStream|h2raw.EndHeaders, uint32(2*(round*streams+i)+1), hdrs)...)
 		}
-		if _, err := c.Write(batch); err != nil {
-			t.Fatal(err)
-		}
+		c.Send(t, batch)
 		for len(ended) < (round+1)*streams {
-			f, err := h2Read(c)
+			f, err := c.Next()
 			if err != nil {
 				t.Fatalf("round %d: %v", round, err)
 			}
@@ -224,7 +126,7 @@ func TestH2NoResetAfterResponse(t *testing.T) {
 	// The client stays, reading, for 4 times send-timeout.
 	c.SetReadDeadline(time.Now().Add(1600 * time.Millisecond))
 	for {
-		f, err := h2Read(c)
+		f, err := c.Next()
 		if err != nil {
 			break
 		}
