@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -171,14 +172,17 @@ func (w connWriter) Write(b []byte) (int, error) { return w.c.Write(b) }
 // send-timeout. A client that gives a stream no flow-control window stops
 // the handler's writes while the connection stays healthy (its own
 // frames read, SETTINGS and PING answered), so the connection's deadline
-// never sees it. The stream's write deadline (http.ResponseController) is
-// set before each write and flush and lifted after it: a response that
-// pauses between writes (a slow script) is not cut, and no deadline is
-// left set once the write returned. Past it, HTTP/2 resets the stream and
-// the write fails. Go's HTTP/2 server makes a new timer for a deadline set
-// on a stream that has just closed, which nothing stops: it would reset the
-// closed stream later. Every deadline set here is lifted by the same call,
-// so none outlives its write.
+// never sees it. A timer of its own runs during each write or flush that
+// may wait for the client; if the write is still under way when it fires,
+// the stream's write deadline is set in the past, which makes Go's HTTP/2
+// server reset the stream at once, and the write fails. Between writes no
+// timer runs: a response that pauses (a slow script) is not cut.
+//
+// The timer is the wrapper's, not HTTP/2's own write deadline set before
+// and lifted after each write: that costs two messages to the
+// connection's goroutine and a timer each time (+20% CPU on a small
+// response), and a deadline set on a stream that has just closed makes a
+// timer nothing stops, which resets the closed stream later.
 type streamSendTimeout struct {
 	http.ResponseWriter
 	rc      *http.ResponseController
@@ -186,12 +190,16 @@ type streamSendTimeout struct {
 	log     *zap.Logger
 	peer    string
 	pending int // bytes written since the last flush, at most h2Buffer
+
+	mu      sync.Mutex
+	timer   *time.Timer // made by the first guarded write
+	started time.Time   // of the guarded write under way; zero: none
 }
 
 // h2Buffer is what Go's HTTP/2 server holds of a handler's writes before
 // it sends them (http2handlerChunkWriteSize): a write that still fits, since
 // the last flush, returns without waiting for the client, so it needs no
-// deadline. Only the count since the last flush is known, never less than
+// guard. Only the count since the last flush is known, never less than
 // what is held: a write is left unguarded only when it surely fits.
 const h2Buffer = 4 << 10
 
@@ -204,33 +212,43 @@ func (w *streamSendTimeout) Write(b []byte) (int, error) {
 		w.pending += len(b)
 		return w.ResponseWriter.Write(b)
 	}
-	start := w.arm()
+	start := w.begin()
 	n, err := w.ResponseWriter.Write(b)
-	w.lift(start, err)
+	w.end(start, err)
 	w.pending = h2Buffer // what is held now is not known
 	return n, err
 }
 
 func (w *streamSendTimeout) FlushError() error {
-	start := w.arm()
+	start := w.begin()
 	err := w.rc.Flush()
-	w.lift(start, err)
+	w.end(start, err)
 	w.pending = 0
 	return err
 }
 
 func (w *streamSendTimeout) Flush() { w.FlushError() }
 
-func (w *streamSendTimeout) arm() time.Time {
+// begin starts the timer for a guarded write.
+func (w *streamSendTimeout) begin() time.Time {
 	now := time.Now()
-	w.rc.SetWriteDeadline(now.Add(w.timeout))
+	w.mu.Lock()
+	w.started = now
+	if w.timer == nil {
+		w.timer = time.AfterFunc(w.timeout, w.expire)
+	} else {
+		w.timer.Reset(w.timeout)
+	}
+	w.mu.Unlock()
 	return now
 }
 
-// lift lifts the deadline after a write that began at start, and logs
-// err if it is the deadline's: the stream was reset.
-func (w *streamSendTimeout) lift(start time.Time, err error) {
-	w.rc.SetWriteDeadline(time.Time{})
+// end stops it, and logs err if the timer's reset caused it.
+func (w *streamSendTimeout) end(start time.Time, err error) {
+	w.mu.Lock()
+	w.started = time.Time{}
+	w.timer.Stop()
+	w.mu.Unlock()
 	if err == nil || time.Since(start) < w.timeout {
 		return
 	}
@@ -239,9 +257,19 @@ func (w *streamSendTimeout) lift(start time.Time, err error) {
 	}
 }
 
+// expire is the timer's: it resets the stream if the write it was started
+// for is still under way (not if that one ended and another began since).
+func (w *streamSendTimeout) expire() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.started.IsZero() && time.Since(w.started) >= w.timeout {
+		w.rc.SetWriteDeadline(time.Unix(1, 0)) // past: HTTP/2 resets the stream now
+	}
+}
+
 // done is called once the handler returned: what HTTP/2 still holds of
-// the response is sent under the deadline, so that its own last flush
-// (the END_STREAM, which needs no window) cannot wait.
+// the response is sent under the timer, so that its own last flush (the
+// END_STREAM, which needs no window) cannot wait.
 func (w *streamSendTimeout) done() {
 	if w.pending > 0 {
 		w.FlushError()
