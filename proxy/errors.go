@@ -72,3 +72,10 @@ func statusText(status int) string {
 }
 
 func isNotDir(err error) bool { return errors.Is(err, syscall.ENOTDIR) }
+
+// isNoName reports whether err says the name cannot name a file: too long
+// (a segment over NAME_MAX, a path over PATH_MAX) or a symlink loop.
+// nginx's try_files moves on after them, as after a missing file.
+func isNoName(err error) bool {
+	return errors.Is(err, syscall.ENAMETOOLONG) || errors.Is(err, syscall.ELOOP)
+}

@@ -349,9 +349,12 @@ func (h *Handler) routeParams(p map[string]string, r *http.Request, x *exchange,
 		// RFC 3875 4.1.6: PATH_TRANSLATED only when PATH_INFO is set.
 		p["PATH_TRANSLATED"] = root + rt.pathInfo
 	}
-	if body != nil {
+	switch {
+	case body != nil:
 		p["CONTENT_LENGTH"] = strconv.FormatInt(body.n, 10)
-	} else {
+	case r.ContentLength == 0 && r.Header["Content-Length"] != nil:
+		p["CONTENT_LENGTH"] = "0" // declared, as nginx's $content_length
+	default:
 		p["CONTENT_LENGTH"] = ""
 	}
 	p["HTTP_X_REQUEST_ID"] = x.requestID()

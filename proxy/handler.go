@@ -312,6 +312,16 @@ func (h *Handler) serve(w *recorder, r *http.Request, x *exchange) error {
 		}
 		r.URL = u
 	}
+	if r.URL.Scheme != "" {
+		// An absolute URI (RFC 9112 §3.2.2): its path may be empty ("/"),
+		// its authority may not, nor hold user info (RFC 9110 §4.2).
+		if r.URL.Host == "" || r.URL.User != nil {
+			return &httpError{status: http.StatusBadRequest, msg: "bad request target"}
+		}
+		if r.URL.Path == "" {
+			r.URL.Path = "/"
+		}
+	}
 	p, err := resolve.CleanPath(r.URL.Path)
 	if err != nil {
 		return &httpError{status: http.StatusBadRequest, msg: "bad path", err: err}

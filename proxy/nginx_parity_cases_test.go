@@ -41,7 +41,17 @@ echo $o;
 	"public/.hidden.txt":        "STATIC .hidden.txt\n",
 	"public/.well-known/x.txt":  "STATIC .well-known/x.txt\n",
 	"public/style.css":          "STATIC style.css\n",
+	// From a differential review (the cases after "review:" below).
+	"public/sub/.well-known/x.txt":       "STATIC sub/.well-known/x.txt\n",
+	"public/idxdir/index.php/keep.txt":   "STATIC keep\n",
+	"public/idxdir/index.html":           "STATIC idxdir/index.html\n",
+	"public/htmldir/index.html/keep.txt": "STATIC keep\n",
+	"public/paren(d)/index.html":         "STATIC paren(d)/index.html\n",
 }
+
+// paritySymlinks are links made in the release after paritySite's files:
+// name -> target.
+var paritySymlinks = map[string]string{"public/loop": "loop"}
 
 // parityCase is one request sent to both fronts, and how their answers are
 // known to differ.
@@ -237,4 +247,85 @@ var parityCases = []parityCase{
 	// realroot sends none; PHP still sets PHP_AUTH_USER from the header.
 	{name: "basic auth", target: "/hello.php", header: []string{"Authorization: Basic dTpw"}, // u:p
 		diffs: []string{`REMOTE_USER: nginx "u"; realroot <unset>`}},
+
+	// review: a differential review against nginx found each of these
+	// different, and realroot was changed to match.
+	// A last "." or ".." names a directory: its slash stays (RFC 3986
+	// §5.2.4); realroot redirected, and gave PATH_INFO "".
+	{name: "review: dir dot", target: "/sub/."},
+	{name: "review: dir encoded dot", target: "/sub/%2e"},
+	{name: "review: dir dot dot", target: "/sub/deeper/.."},
+	{name: "review: php dot", target: "/hello.php/.", diffs: parityPathInfo("/")},
+	{name: "review: php dot dot", target: "/hello.php/x/..", diffs: parityPathInfo("/")},
+	// A name too long or a symlink loop is no file: try_files moves on
+	// (realroot answered 403).
+	{name: "review: segment over 255 bytes", target: "/" + strings.Repeat("n", 300)},
+	{name: "review: cyrillic slug of 260 bytes", target: "/" + strings.Repeat("%D0%B6", 130)},
+	{name: "review: path over PATH_MAX", target: strings.Repeat("/a", 2100)},
+	{name: "review: symlink loop", target: "/loop"},
+	// A declared empty body is CONTENT_LENGTH "0" (realroot sent "").
+	{name: "review: post content-length 0", target: "/hello.php", meth: "POST",
+		header: []string{"Content-Length: 0", "Content-Type: application/x-www-form-urlencoded"}},
+	{name: "review: put content-length 0", target: "/hello.php", meth: "PUT", header: []string{"Content-Length: 0"}},
+	{name: "review: get content-length 0", target: "/app/x", header: []string{"Content-Length: 0"}},
+	// Absolute form: an empty path is "/"; REQUEST_URI is the target as
+	// sent from its path on; no authority, or user info, is a 400.
+	// nginx's REQUEST_URI for a query without a path is "?x=1".
+	{name: "review: absolute no path", target: "http://other.test",
+		diffs: []string{`SERVER_NAME: nginx ""; realroot "other.test"`}},
+	{name: "review: absolute no path query", target: "http://other.test?x=1", diffs: []string{
+		`REQUEST_URI: nginx "?x=1"; realroot "/?x=1"`, `SERVER_NAME: nginx ""; realroot "other.test"`}},
+	{name: "review: absolute raw utf-8", target: "http://other.test/caf\xc3\xa9.php"},
+	{name: "review: absolute raw braces", target: "http://other.test/app/{x}|y^",
+		diffs: []string{`SERVER_NAME: nginx ""; realroot "other.test"`}},
+	{name: "review: absolute fragment", target: "http://other.test/hello.php#x",
+		diffs: []string{`SERVER_NAME: nginx ""; realroot "other.test"`}},
+	{name: "review: absolute empty host", target: "http:///hello.php"},
+	{name: "review: absolute user info", target: "http://u@other.test/hello.php"},
+	// Header names with other bytes than letters, digits and "-" are
+	// dropped (nginx's ignore_invalid_headers).
+	{name: "review: header tilde", target: "/hello.php", header: []string{"X-A~B: v"}},
+	{name: "review: header bang", target: "/hello.php", header: []string{"X!Y: v"}},
+	{name: "review: header plus", target: "/hello.php", header: []string{"X+Y: v"}},
+
+	// review, left different on purpose (docs/migrating.md):
+	// a method other than GET, HEAD and POST on a directory runs its index
+	// (a CORS preflight OPTIONS / reaches the app); nginx answers 405.
+	{name: "review: options root", target: "/", meth: "OPTIONS", diffs: parityNot405("php $ROOT/index.php", 200)},
+	{name: "review: delete root", target: "/", meth: "DELETE", diffs: parityNot405("php $ROOT/index.php", 200)},
+	{name: "review: put index", target: "/sub/", meth: "PUT", body: "x", diffs: parityNot405("php $ROOT/sub/index.php", 200)},
+	{name: "review: delete dir without index", target: "/empty/", meth: "DELETE",
+		diffs: []string{"status: nginx 405; realroot 403"}},
+	{name: "review: delete dir no slash", target: "/sub", meth: "DELETE",
+		diffs: []string{`location: nginx ""; realroot "/sub/"`, "status: nginx 405; realroot 301"}},
+	// .well-known is exempt from the hidden paths at the root only (RFC
+	// 8615); the README's nginx block exempts it anywhere.
+	{name: "review: nested well-known", target: "/sub/.well-known/x.txt", diffs: []string{
+		"answer: nginx static sub/.well-known/x.txt; realroot other", "status: nginx 200; realroot 404"}},
+	// An index name that is a directory: nginx's index module takes it
+	// anyway (404, or a redirect into it); realroot takes the next regular
+	// file, or 403.
+	{name: "review: index.php is a directory", target: "/idxdir/", diffs: []string{
+		"answer: nginx other; realroot static idxdir/index.html", "status: nginx 404; realroot 200"}},
+	{name: "review: index.html is a directory", target: "/htmldir/", diffs: []string{
+		`location: nginx "http://127.0.0.1:PORT/htmldir/index.html/"; realroot ""`, "status: nginx 301; realroot 403"}},
+	// A line feed in the path: nginx's split regex stops at it (404);
+	// realroot's split is not a regex.
+	{name: "review: LF in path info", target: "/hello.php/a%0Ab", diffs: []string{
+		"answer: nginx other; realroot php $ROOT/hello.php", "status: nginx 404; realroot 200"}},
+	// nginx: the whole request line within 8k; realroot: the target.
+	{name: "review: target 8180 bytes", target: "/hello.php?q=" + strings.Repeat("a", 8180-len("/hello.php?q=")), diffs: []string{
+		"answer: nginx other; realroot php $ROOT/hello.php", "status: nginx 414; realroot 200"}},
+	// A lower-case method is a method (RFC 9110 §9.1); nginx refuses it.
+	{name: "review: lower-case method", target: "/hello.php", meth: "get", diffs: []string{
+		"answer: nginx other; realroot php $ROOT/hello.php", "status: nginx 400; realroot 200"}},
+	// Go escapes sub-delims in the redirect; nginx keeps them.
+	{name: "review: redirect parens", target: "/paren(d)",
+		diffs: []string{`location: nginx "http://127.0.0.1:PORT/paren(d)/"; realroot "/paren%28d%29/"`}},
+}
+
+// parityNot405 is the difference of a method nginx refuses with 405 on a
+// directory, where realroot runs what (its answer) with status.
+func parityNot405(what string, status int) []string {
+	return []string{"answer: nginx other; realroot " + what, fmt.Sprintf("status: nginx 405; realroot %d", status)}
 }

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -47,6 +48,11 @@ func TestNginxParity(t *testing.T) {
 	site := maps.Clone(paritySite)
 	maps.Copy(site, parityStaticSite)
 	dir := newDeploy(t, site, "r1")
+	for name, target := range paritySymlinks {
+		if err := os.Symlink(target, filepath.Join(dir, "releases", "r1", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	parityTouch(t, dir)
 	fpm := phpfpmtest.Start(t, phpfpmtest.Options{Workers: 4})
 	docroot := filepath.Join(dir, "current", "public")

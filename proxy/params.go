@@ -132,23 +132,39 @@ func paramName(header string) string {
 	return string(b)
 }
 
-// plainName reports whether a header name has neither "_" nor ".".
+// plainName reports whether a header name is made of letters, digits and
+// "-" only. nginx's ignore_invalid_headers drops the others, "_" and "."
+// among them (X_Forwarded_For must not pass as HTTP_X_FORWARDED_FOR).
 func plainName(name string) bool {
 	for i := 0; i < len(name); i++ {
-		if name[i] == '_' || name[i] == '.' {
+		c := name[i] | 0x20
+		if !('a' <= c && c <= 'z' || '0' <= name[i] && name[i] <= '9' || name[i] == '-') {
 			return false
 		}
 	}
 	return true
 }
 
-// requestURI is nginx's $request_uri: the request target as sent, in origin
-// form even when the client sent an absolute URI.
+// requestURI is nginx's $request_uri: the request target as sent, from its
+// path on when the client sent an absolute URI (serve refused one without
+// an authority).
 func requestURI(r *http.Request) string {
-	if strings.HasPrefix(r.RequestURI, "/") {
-		return r.RequestURI
+	t := r.RequestURI
+	if strings.HasPrefix(t, "/") {
+		return t
 	}
-	return r.URL.RequestURI()
+	if i := strings.Index(t, "://"); i >= 0 {
+		t = t[i+3:]
+		if j := strings.IndexAny(t, "/?#"); j >= 0 {
+			t = t[j:]
+		} else {
+			t = ""
+		}
+	}
+	if !strings.HasPrefix(t, "/") {
+		return "/" + t
+	}
+	return t
 }
 
 // splitAddr splits host:port; an address without a port is all host.

@@ -157,7 +157,7 @@ func isFile(rel fileSystem, name string) bool {
 }
 
 // notExist reports whether err means the name is not there; ENOTDIR (a file
-// used as a directory) counts.
+// used as a directory), a name too long and a symlink loop count.
 func notExist(err error) bool {
-	return errors.Is(err, fs.ErrNotExist) || isNotDir(err)
+	return errors.Is(err, fs.ErrNotExist) || isNotDir(err) || isNoName(err)
 }

@@ -39,6 +39,8 @@ func CleanPath(urlPath string) (string, error) {
 			return urlPath, nil // already clean: no allocation
 		}
 		p += "/"
+	} else if p != "/" && (strings.HasSuffix(urlPath, "/.") || strings.HasSuffix(urlPath, "/..")) {
+		p += "/" // a last "." or ".." names a directory (RFC 3986 §5.2.4; nginx)
 	}
 	return p, nil
 }

@@ -21,7 +21,10 @@ func TestCleanPath(t *testing.T) {
 		{give: "/a/b/", want: "/a/b/"},
 		{give: "//a//b", want: "/a/b"},
 		{give: "//", want: "/"},
-		{give: "/a/./b/.", want: "/a/b"},
+		{give: "/a/./b/.", want: "/a/b/"}, // a last "." or ".." names a directory (RFC 3986 §5.2.4)
+		{give: "/a/b/c/..", want: "/a/b/"},
+		{give: "/a/b/.x", want: "/a/b/.x"},
+		{give: "/a/b..", want: "/a/b.."},
 		{give: "/./", want: "/"},
 		{give: "/a/b/../c", want: "/a/c"},
 		{give: "/a/..", want: "/"},
