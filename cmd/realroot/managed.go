@@ -159,9 +159,14 @@ func (m *managedPools) attach(opts *resolve.Options) *poolRoot {
 
 // start starts the pool of rs's current release and returns once it
 // serves: at start-up and when a reload builds a new root watcher (the
-// root or poll-interval changed). Then the roots of the generations that
-// reload replaces are retired: nothing after start can fail the reload.
-func (r *poolRoot) start(rs *resolve.Releases) error {
+// root or poll-interval changed). Once the reload's generation is current,
+// the server retires the roots it replaced (retire).
+//
+// warm says that no user got rs's current release yet (on a reload, the
+// running watcher serves another one): it is warmed up through its pool
+// first, as prepare does. A failed warm-up with warm-failure keep fails
+// start with errWarmKept, and the running watcher keeps serving.
+func (r *poolRoot) start(rs *resolve.Releases, warm bool) error {
 	r.m.mu.Lock()
 	r.rs = rs
 	r.ctx, r.cancel = context.WithCancel(r.m.ctx)
@@ -169,6 +174,11 @@ func (r *poolRoot) start(rs *resolve.Releases) error {
 	r.m.mu.Unlock()
 	cur := rs.Current()
 	p, err := r.m.launch(r.m.ctx, r, cur)
+	if err == nil && warm {
+		if err = r.warmUp(r.ctx, p, cur); err != nil {
+			err = fmt.Errorf("%w: %w", errWarmKept, err)
+		}
+	}
 	if err == nil {
 		if err = r.m.promote(p, false); err != nil {
 			r.m.stopPool(p, err)
@@ -178,7 +188,6 @@ func (r *poolRoot) start(rs *resolve.Releases) error {
 		r.close()
 		return fmt.Errorf("release %s: %w", cur.Dir, err)
 	}
-	r.m.retire(r)
 	return nil
 }
 
@@ -217,19 +226,30 @@ func (r *poolRoot) preparePool(ctx context.Context, next *resolve.Release) error
 	if err != nil {
 		return err
 	}
-	if r.warm != nil {
-		r.m.setState(p, poolWarming)
-		if err := r.warm(ctx, next); err != nil {
-			if r.keep {
-				r.m.stopPool(p, fmt.Errorf("warm-up failed: %w", err))
-				return err
-			}
-			p.log.Warn("warm-up failed; switching anyway", zap.Error(err))
-		}
+	if err := r.warmUp(ctx, p, next); err != nil {
+		return err
 	}
 	if err := r.m.promote(p, false); err != nil {
 		r.m.stopPool(p, err)
 		return err
+	}
+	return nil
+}
+
+// warmUp runs the warm-up, if any, of next through p, its pool, which
+// answers. A failure that keeps the current release (warm-failure keep)
+// stops p and is returned; with warm-failure switch it is logged.
+func (r *poolRoot) warmUp(ctx context.Context, p *fpmPool, next *resolve.Release) error {
+	if r.warm == nil {
+		return nil
+	}
+	r.m.setState(p, poolWarming)
+	if err := r.warm(ctx, next); err != nil {
+		if r.keep {
+			r.m.stopPool(p, fmt.Errorf("warm-up failed: %w", err))
+			return err
+		}
+		p.log.Warn("warm-up failed; switching anyway", zap.Error(err))
 	}
 	return nil
 }

@@ -67,13 +67,14 @@ func (m *managedPools) promote(p *fpmPool, restart bool) error {
 	}
 }
 
-// retire is start's, once r, the root of the generation a reload builds,
-// serves: the other roots, of the generations that reload replaces, are
-// retired. They start no pool any more (prepare, restart, finish's retry),
-// the pool one is starting stops, and their serving pools drain like the pool of any
-// previous release: until their requests are done or pool-drain-timeout
-// passed. Until then they hold a max-pools slot, so a deploy waits for
-// them no longer than pool-drain-timeout.
+// retire is the server's, once the generation a reload built with a new
+// root, r, is current (so r's pool serves): the other roots, of the
+// generations that reload replaced, are retired. They start no pool any
+// more (prepare, restart, finish's retry), the pool one is starting stops,
+// and their serving pools drain like the pool of any previous release:
+// until no request is pinned to their release (drain) or
+// pool-drain-timeout passed. Until then they hold a max-pools slot, so a
+// deploy waits for them no longer than pool-drain-timeout.
 func (m *managedPools) retire(r *poolRoot) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -113,26 +114,57 @@ func (m *managedPools) route() {
 	m.routes.Store(&rt)
 }
 
+// retiredPoll is how often drain looks at the in-flight count of a retired
+// root's release, whose drain resolve never reports.
+const retiredPoll = 100 * time.Millisecond
+
 // drain stops q once its release has drained, or pool-drain-timeout passed.
+//
+// The release of a retired root's pool drains when no request is pinned to
+// it any more: that root's watcher never switches again, so resolve never
+// supersedes its current release and Drained never closes. resolve reports
+// no event when a current release's count reaches zero; drain reads it
+// every retiredPoll (one atomic load) instead. retire runs once the newer
+// generation is current, so that no request arriving later pins it.
 func (m *managedPools) drain(q *fpmPool) {
 	m.mu.Lock()
 	timeout := m.cfg.PoolDrainTimeout
 	m.mu.Unlock()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
+	poll := time.NewTicker(retiredPoll)
+	defer poll.Stop()
 	var why error
-	select {
-	case <-q.rel.Drained():
-	case <-t.C:
-		why = fmt.Errorf("stopped by pool-drain-timeout %v with %d requests in flight", timeout, q.rel.InFlight())
-		q.log.Warn("php-fpm pool still busy; stopping it", zap.Duration("timeout", timeout),
-			zap.Int64("in_flight", q.rel.InFlight()))
-	case <-q.ch.done: // exited: watch handles it
-		return
-	case <-m.ctx.Done(): // close stops it
-		return
+wait:
+	for {
+		select {
+		case <-q.rel.Drained():
+			break wait
+		case <-poll.C:
+			if m.retiredIdle(q) {
+				break wait
+			}
+		case <-t.C:
+			why = fmt.Errorf("stopped by pool-drain-timeout %v with %d requests in flight", timeout, q.rel.InFlight())
+			q.log.Warn("php-fpm pool still busy; stopping it", zap.Duration("timeout", timeout),
+				zap.Int64("in_flight", q.rel.InFlight()))
+			break wait
+		case <-q.ch.done: // exited: watch handles it
+			return
+		case <-m.ctx.Done(): // close stops it
+			return
+		}
 	}
 	m.stopPool(q, why)
+}
+
+// retiredIdle reports whether q's root is retired and no request is pinned
+// to q's release.
+func (m *managedPools) retiredIdle(q *fpmPool) bool {
+	m.mu.Lock()
+	retired := q.owner.retired
+	m.mu.Unlock()
+	return retired && q.rel.InFlight() == 0
 }
 
 // stopPool stops p gracefully, unless it is stopping already. why, if not

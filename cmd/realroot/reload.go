@@ -78,7 +78,6 @@ func (d *daemon) reloadConfig(srv *server) {
 	}
 	old := srv.config()
 	kept := keepRestartOnly(&c, old)
-	changed := conf.Changed(old, c) // what the reload applies
 	if len(kept) > 0 {
 		d.log.Warn("changing these settings needs a restart; they keep their running values",
 			zap.Strings("settings", kept))
@@ -94,6 +93,9 @@ func (d *daemon) reloadConfig(srv *server) {
 		return
 	}
 	commit()
+	// What the reload applied: srv may have kept the root watcher, with
+	// its root and poll-interval (a release that failed its warm-up).
+	changed := conf.Changed(old, srv.config())
 	if lvl, err := zapcore.ParseLevel(c.LogLevel); err == nil {
 		d.logs.level.SetLevel(lvl)
 	}
