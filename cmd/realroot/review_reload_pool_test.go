@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"realroot/conf"
 	"testing"
 	"time"
 )
@@ -30,19 +31,9 @@ func TestReloadOldPoolDrains(t *testing.T) {
 	defer client.CloseIdleConnections()
 	base := "http://" + td.addr
 
-	mark := filepath.Join(dir, "mark")
-	slow := make(chan string, 1)
-	go func() {
-		st, body, err := get(client, base+"/slow.php?ms=20000&mark="+mark)
-		slow <- fmt.Sprintf("%d %s %v", st, body, err)
-	}()
-	waitMarks(t, mark)
+	slow := slowRequest(t, client, base, dir, 20000)
 
-	next := c
-	next.PollInterval = 30 * time.Millisecond
-	if td.reload(t, next) {
-		t.Fatalf("reload rejected")
-	}
+	reloadNewWatcher(t, td, c)
 	flipTo(t, filepath.Join(dir, "current"), "r2")
 	start := time.Now()
 	served := false
@@ -58,4 +49,29 @@ func TestReloadOldPoolDrains(t *testing.T) {
 			time.Since(start).Round(time.Millisecond), len(td.logged("release prepare failed; keeping current release")))
 	}
 	t.Logf("slow request: %s, done %v after the deploy", <-slow, time.Since(start).Round(time.Millisecond))
+}
+
+// slowRequest GETs slow.php for ms milliseconds from base, and returns once
+// the script runs (its mark file in dir): the outcome, "status body
+// error", comes on the channel.
+func slowRequest(t *testing.T, client *http.Client, base, dir string, ms int) <-chan string {
+	t.Helper()
+	mark := filepath.Join(dir, "mark")
+	slow := make(chan string, 1)
+	go func() {
+		st, body, err := get(client, fmt.Sprintf("%s/slow.php?ms=%d&mark=%s", base, ms, mark))
+		slow <- fmt.Sprintf("%d %s %v", st, body, err)
+	}()
+	waitMarks(t, mark)
+	return slow
+}
+
+// reloadNewWatcher reloads td with c and another poll-interval, which
+// makes the reload build a new root watcher.
+func reloadNewWatcher(t *testing.T, td *testDaemon, c conf.Config) {
+	t.Helper()
+	c.PollInterval = 30 * time.Millisecond
+	if td.reload(t, c) {
+		t.Fatalf("reload rejected")
+	}
 }

@@ -42,13 +42,7 @@ func TestRetiredIdlePoolStops(t *testing.T) {
 	link := filepath.Join(dir, "current")
 
 	// A long request on r1, then r2 deployed: r1's pool drains it.
-	mark := filepath.Join(dir, "mark")
-	slow := make(chan string, 1)
-	go func() {
-		st, body, err := get(client, base+"/slow.php?ms=30000&mark="+mark)
-		slow <- fmt.Sprintf("%d %s %v", st, body, err)
-	}()
-	waitMarks(t, mark)
+	slow := slowRequest(t, client, base, dir, 30000)
 	flipTo(t, link, "r2")
 	eventually(t, 10*time.Second, func() string {
 		if code, body, _ := get(client, base+"/"); code != 200 || body != "r2" {
@@ -60,11 +54,7 @@ func TestRetiredIdlePoolStops(t *testing.T) {
 
 	// A reload builds a new watcher: the old one's r2 pool is retired,
 	// with no request in flight, and stops.
-	next := c
-	next.PollInterval = 30 * time.Millisecond
-	if td.reload(t, next) {
-		t.Fatalf("reload rejected")
-	}
+	reloadNewWatcher(t, td, c)
 	time.Sleep(2 * time.Second)
 	for _, p := range status(t, adminURL).PHPFPMPools {
 		if p.Gen == genOld && p.State != "stopped" {
@@ -117,19 +107,9 @@ func TestOnDrainWhileServed(t *testing.T) {
 	defer client.CloseIdleConnections()
 	base := "http://" + td.addr
 
-	mark := filepath.Join(dir, "mark")
-	slow := make(chan string, 1)
-	go func() {
-		st, body, err := get(client, base+"/slow.php?ms=12000&mark="+mark)
-		slow <- fmt.Sprintf("%d %s %v", st, body, err)
-	}()
-	waitMarks(t, mark)
+	slow := slowRequest(t, client, base, dir, 12000)
 
-	next := c
-	next.PollInterval = 30 * time.Millisecond
-	if td.reload(t, next) {
-		t.Fatalf("reload rejected")
-	}
+	reloadNewWatcher(t, td, c)
 	flipTo(t, filepath.Join(dir, "current"), "r2")
 	eventually(t, 10*time.Second, func() string {
 		if code, body, _ := get(client, base+"/"); code != 200 || body != "r2" {
@@ -197,11 +177,7 @@ func TestReloadAfterFailedWarmup(t *testing.T) {
 		t.Fatalf("after r2's failed warm-up GET / = %d %q; want r1", code, body)
 	}
 
-	next := c
-	next.PollInterval = 30 * time.Millisecond
-	if td.reload(t, next) {
-		t.Fatalf("reload rejected")
-	}
+	reloadNewWatcher(t, td, c)
 	time.Sleep(time.Second)
 	if code, body, _ := get(client, base+"/"); body != "r1" {
 		t.Errorf("after a reload that changed poll-interval GET / = %d %q; want r1: r2, whose warm-up failed (warm-failure keep), is published by the new watcher's start without a warm-up", code, body)
@@ -253,11 +229,7 @@ func TestReloadAfterFailedWarmupShared(t *testing.T) {
 		}
 		return ""
 	})
-	next := c
-	next.PollInterval = 30 * time.Millisecond
-	if td.reload(t, next) {
-		t.Fatalf("reload rejected")
-	}
+	reloadNewWatcher(t, td, c)
 	if code, body, _ := get(client, base+"/"); code != 200 || body != "release 1" {
 		t.Errorf("after a reload that changed poll-interval GET / = %d %q; want 200 \"release 1\": releases/2 failed its warm-up", code, body)
 	}
