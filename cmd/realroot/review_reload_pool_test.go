@@ -36,14 +36,7 @@ func TestReloadOldPoolDrains(t *testing.T) {
 	reloadNewWatcher(t, td, c)
 	flipTo(t, filepath.Join(dir, "current"), "r2")
 	start := time.Now()
-	served := false
-	for time.Since(start) < 10*time.Second {
-		if code, body, _ := get(client, base+"/"); code == 200 && body == "r2" {
-			served = true
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	served := servedWithin(client, base+"/", "r2", 10*time.Second)
 	if !served {
 		t.Errorf("r2 not served %v after the deploy (pool-drain-timeout 2s, pool-start-timeout 2s): the old root watcher's pool holds a max-pools slot while the old generation's request runs; refusals: %d",
 			time.Since(start).Round(time.Millisecond), len(td.logged("release prepare failed; keeping current release")))
@@ -74,4 +67,15 @@ func reloadNewWatcher(t *testing.T, td *testDaemon, c conf.Config) {
 	if td.reload(t, c) {
 		t.Fatalf("reload rejected")
 	}
+}
+
+// servedWithin reports whether url answers 200 with want within d, asking
+// every 50 ms.
+func servedWithin(client *http.Client, url, want string, d time.Duration) bool {
+	for start := time.Now(); time.Since(start) < d; time.Sleep(50 * time.Millisecond) {
+		if code, body, _ := get(client, url); code == 200 && body == want {
+			return true
+		}
+	}
+	return false
 }

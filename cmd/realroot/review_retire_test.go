@@ -66,14 +66,7 @@ func TestRetiredIdlePoolStops(t *testing.T) {
 	// the long request, the retired r2 pool, the new watcher's r2 pool).
 	flipTo(t, link, "r3")
 	start := time.Now()
-	served := false
-	for time.Since(start) < 10*time.Second {
-		if code, body, _ := get(client, base+"/"); code == 200 && body == "r3" {
-			served = true
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	served := servedWithin(client, base+"/", "r3", 10*time.Second)
 	if !served {
 		var idle []string
 		for _, p := range status(t, adminURL).PHPFPMPools {
