@@ -192,16 +192,7 @@ func TestSIGHUPWhilePHPFPMStarts(t *testing.T) {
 	// SIGUSR2 as php-fpm does.
 	started := filepath.Join(t.TempDir(), "started")
 	argv = append([]string{"/bin/sh", "-c", `trap : USR1 USR2; touch "$0"; sleep 1; exec "$@"`, started}, argv...)
-	dir := site(t)
-	c := conf.Default()
-	c.Root = filepath.Join(dir, "current", "public")
-	c.FastCGI = []string{"unix:" + sock}
-	c.Listen = []string{"127.0.0.1:0"}
-	c.AccessLog = "off"
-	c.ReleaseChecks = false
-	if err := validate(&c); err != nil {
-		t.Fatal(err)
-	}
+	c := fpmSiteConfig(t, sock)
 	next := c
 	next.Params = map[string]string{"RR_TEST": "reloaded"}
 	var logBuf syncBuffer
@@ -238,16 +229,7 @@ func TestSIGHUPWhilePHPFPMStarts(t *testing.T) {
 // 128+12 instead of serving.
 func TestSIGHUPAtPHPFPMStart(t *testing.T) {
 	argv, sock := fpmCommand(t)
-	dir := site(t)
-	c := conf.Default()
-	c.Root = filepath.Join(dir, "current", "public")
-	c.FastCGI = []string{"unix:" + sock}
-	c.Listen = []string{"127.0.0.1:0"}
-	c.AccessLog = "off"
-	c.ReleaseChecks = false
-	if err := validate(&c); err != nil {
-		t.Fatal(err)
-	}
+	c := fpmSiteConfig(t, sock)
 	var logBuf syncBuffer
 	d := newTestDaemon(t, c, &logBuf, func() (conf.Config, error) { return c, nil })
 	sigs := make(chan os.Signal, 2)
@@ -352,4 +334,21 @@ func slowInFlight(t *testing.T, td *testDaemon, adminURL string) <-chan string {
 		return ""
 	})
 	return slow
+}
+
+// fpmSiteConfig is a valid configuration for site(t) behind the php-fpm of
+// fpmCommand at sock, on a free port, without access log or release
+// checks.
+func fpmSiteConfig(t *testing.T, sock string) conf.Config {
+	t.Helper()
+	c := conf.Default()
+	c.Root = filepath.Join(site(t), "current", "public")
+	c.FastCGI = []string{"unix:" + sock}
+	c.Listen = []string{"127.0.0.1:0"}
+	c.AccessLog = "off"
+	c.ReleaseChecks = false
+	if err := validate(&c); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
