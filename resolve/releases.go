@@ -178,10 +178,12 @@ func (rs *Releases) Pin() *Release {
 // keep going to the current one. When Prepare fails and KeepOnPrepareError
 // is set, Refresh returns false and an error wrapping Prepare's.
 func (rs *Releases) Refresh() (bool, error) {
-	return rs.refresh(context.Background())
+	return rs.refresh(context.Background(), nil)
 }
 
-func (rs *Releases) refresh(ctx context.Context) (bool, error) {
+// refresh is Refresh; hit, if not nil, is the detection counter a switch
+// adds to as well.
+func (rs *Releases) refresh(ctx context.Context, hit *atomic.Uint64) (bool, error) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 
@@ -225,12 +227,17 @@ func (rs *Releases) refresh(ctx context.Context) (bool, error) {
 	}
 	// Under listMu, so that a Snapshot sees cur either current or draining,
 	// never neither: a deploy tool prunes what it sees in neither.
+	// The counts go first, so that whoever sees next as current sees the
+	// switch counted.
+	rs.switches.Add(1)
+	if hit != nil {
+		hit.Add(1)
+	}
 	rs.listMu.Lock()
 	rs.draining = append(rs.draining, cur)
 	rs.cur.Store(next)
 	rs.listMu.Unlock()
 	cur.supersede(now) // may drain cur at once: it must be listed first
-	rs.switches.Add(1)
 	rs.log.Info("release switched",
 		zap.String("release", next.Root),
 		zap.String("prev_release", cur.Root),

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -145,18 +146,17 @@ func (l *watchLoop) refresh(src source) {
 	rs := l.rs
 	for range 4 {
 		wasDown := rs.down.Load()
-		switched, _ := rs.refresh(l.ctx) // refresh logs the outage once
-		if switched {
-			switch {
-			case src == fromWatch:
-				rs.watchHits.Add(1)
-			case src == fromPoll && !(wasDown && l.w != nil):
-				// While the root is down every tick refreshes, a retry:
-				// with events, the end of an outage it finds first is
-				// no sign of a missed one.
-				rs.pollHits.Add(1)
-			}
+		var hit *atomic.Uint64
+		switch {
+		case src == fromWatch:
+			hit = &rs.watchHits
+		case src == fromPoll && !(wasDown && l.w != nil):
+			// While the root is down every tick refreshes, a retry: with
+			// events, the end of an outage it finds first is no sign of a
+			// missed one.
+			hit = &rs.pollHits
 		}
+		rs.refresh(l.ctx, hit) // refresh logs the outage once
 		if wasDown && !rs.down.Load() {
 			// A watched directory may have been replaced while the root
 			// was down; its old watch follows the old inode.
