@@ -131,7 +131,7 @@ type poolRoot struct {
 	rs   *resolve.Releases                             // set by start
 
 	// Set by start: done once a newer root serves (retire) or on close. It
-	// ends the pool a prepare is starting.
+	// ends the pool a start, prepare or restart is starting.
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -173,7 +173,7 @@ func (r *poolRoot) start(rs *resolve.Releases, warm bool) error {
 	r.m.roots = append(r.m.roots, r)
 	r.m.mu.Unlock()
 	cur := rs.Current()
-	p, err := r.m.launch(r.m.ctx, r, cur)
+	p, err := r.m.launch(r.ctx, r, cur)
 	if err == nil && warm {
 		if err = r.warmUp(r.ctx, p, cur); err != nil {
 			err = fmt.Errorf("%w: %w", errWarmKept, err)

@@ -226,6 +226,10 @@ const restartStable = 30 * time.Second
 // a growing delay between attempts (1s, 2s, 4s... 30s), for as long as rel
 // is current. A pool that dies again soon after a restart goes on from the
 // last delay, so that a crash loop backs off too.
+//
+// It runs under r.ctx, as prepare does: once r is retired (or closed) a
+// start under way is cancelled, in reserve or before php-fpm answers, and
+// its processes stopped; one that answered first is refused by promote.
 func (m *managedPools) restart(r *poolRoot, rel *resolve.Release) {
 	delay := time.Second
 	m.mu.Lock()
@@ -235,7 +239,7 @@ func (m *managedPools) restart(r *poolRoot, rel *resolve.Release) {
 	m.mu.Unlock()
 	for ; ; delay = min(2*delay, 30*time.Second) {
 		select {
-		case <-m.ctx.Done():
+		case <-r.ctx.Done(): // retired or closed, or m closing
 			return
 		case <-time.After(delay):
 		}
@@ -245,7 +249,7 @@ func (m *managedPools) restart(r *poolRoot, rel *resolve.Release) {
 		if stale {
 			return
 		}
-		p, err := m.launch(m.ctx, r, rel)
+		p, err := m.launch(r.ctx, r, rel)
 		if err == nil {
 			if err = m.promote(p, true); err == nil {
 				p.log.Info("php-fpm pool restarted")
@@ -255,6 +259,20 @@ func (m *managedPools) restart(r *poolRoot, rel *resolve.Release) {
 				return
 			}
 			m.stopPool(p, err)
+		}
+		if r.ctx.Err() != nil {
+			m.mu.Lock()
+			why := errShuttingDown
+			switch {
+			case r.retired:
+				why = errRetired
+			case r.closed:
+				why = errRootGone
+			}
+			m.mu.Unlock()
+			m.log.Info("php-fpm pool restart cancelled", zap.String("release", rel.Dir), zap.Uint64("gen", rel.Gen),
+				zap.String("reason", why.Error()))
+			return
 		}
 		m.log.Error("php-fpm pool restart failed", zap.String("release", rel.Dir), zap.Uint64("gen", rel.Gen),
 			zap.Duration("retry_in", min(2*delay, 30*time.Second)), zap.Error(err))
