@@ -99,7 +99,7 @@ func (c *child) waitReady(ctx context.Context, addrs [][2]string) error {
 			case <-c.done:
 				return fmt.Errorf("php-fpm exited with status %d before accepting on %s", c.exitCode(), a[1])
 			case <-ctx.Done():
-				return ctx.Err()
+				return context.Cause(ctx)
 			case <-warn.C:
 				c.log.Warn("php-fpm not accepting yet", zap.String("address", a[1]),
 					zap.Duration("waited", time.Since(start).Round(time.Second)), zap.Error(err))

@@ -36,7 +36,7 @@ type managedPools struct {
 	log    *zap.Logger
 
 	ctx    context.Context // done once close begins
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // drain and exit watchers, stops, retries, restarts
 
 	routes atomic.Pointer[[]route] // pools that take requests, newest first
@@ -81,7 +81,7 @@ func newManaged(c conf.Config, r *reaper, log *zap.Logger) (*managedPools, error
 		os.Remove(dir)
 		return nil, fmt.Errorf("managed-pool: runtime directory %s is too long for unix socket paths; set TMPDIR to a shorter one", dir)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	m := &managedPools{bin: bin, dir: dir, reaper: r, log: log, ctx: ctx, cancel: cancel, cfg: c, changed: make(chan struct{})}
 	m.routes.Store(&[]route{})
 	return m, nil
@@ -133,7 +133,7 @@ type poolRoot struct {
 	// Set by start: done once a newer root serves (retire) or on close. It
 	// ends the pool a start, prepare or restart is starting.
 	ctx    context.Context
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 
 	// Guarded by m.mu.
 	retry   bool // a release was refused for lack of room: Refresh when a pool stops
@@ -169,7 +169,7 @@ func (m *managedPools) attach(opts *resolve.Options) *poolRoot {
 func (r *poolRoot) start(rs *resolve.Releases, warm bool) error {
 	r.m.mu.Lock()
 	r.rs = rs
-	r.ctx, r.cancel = context.WithCancel(r.m.ctx)
+	r.ctx, r.cancel = context.WithCancelCause(r.m.ctx)
 	r.m.roots = append(r.m.roots, r)
 	r.m.mu.Unlock()
 	cur := rs.Current()
@@ -219,9 +219,10 @@ func (r *poolRoot) isRetired() bool {
 
 // preparePool is prepare's work: next's pool, serving.
 func (r *poolRoot) preparePool(ctx context.Context, next *resolve.Release) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(r.ctx, cancel)() // done on retire or close, and with m.ctx
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// Done on retire or close, and with m.ctx.
+	defer context.AfterFunc(r.ctx, func() { cancel(context.Cause(r.ctx)) })()
 	p, err := r.m.launch(ctx, r, next)
 	if err != nil {
 		return err
@@ -260,7 +261,7 @@ func (r *poolRoot) close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r.closed = true
-	r.cancel()
+	r.cancel(errRootGone)
 	m.roots = slices.DeleteFunc(m.roots, func(q *poolRoot) bool { return q == r })
 	if m.closed {
 		return // close stops every pool
@@ -395,7 +396,7 @@ func (m *managedPools) close() {
 		}
 	}
 	m.mu.Unlock()
-	m.cancel() // a pool starting stops itself
+	m.cancel(errShuttingDown) // a pool starting stops itself
 	m.wg.Wait()
 	os.RemoveAll(m.dir)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -84,7 +85,7 @@ func (m *managedPools) retire(r *poolRoot) {
 	for _, q := range m.roots {
 		if q != r && !q.retired {
 			q.retired = true
-			q.cancel()
+			q.cancel(errRetired)
 		}
 	}
 	for _, q := range m.alive {
@@ -261,17 +262,8 @@ func (m *managedPools) restart(r *poolRoot, rel *resolve.Release) {
 			m.stopPool(p, err)
 		}
 		if r.ctx.Err() != nil {
-			m.mu.Lock()
-			why := errShuttingDown
-			switch {
-			case r.retired:
-				why = errRetired
-			case r.closed:
-				why = errRootGone
-			}
-			m.mu.Unlock()
 			m.log.Info("php-fpm pool restart cancelled", zap.String("release", rel.Dir), zap.Uint64("gen", rel.Gen),
-				zap.String("reason", why.Error()))
+				zap.String("reason", context.Cause(r.ctx).Error()))
 			return
 		}
 		m.log.Error("php-fpm pool restart failed", zap.String("release", rel.Dir), zap.Uint64("gen", rel.Gen),

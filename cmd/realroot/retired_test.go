@@ -103,6 +103,14 @@ func TestRetiredRestartCancelled(t *testing.T) {
 		}
 		return ""
 	})
+	// Both say why: the reload, not a bare "context canceled".
+	const why = "a reload replaced this root watcher"
+	if l := td.logged("php-fpm pool restart cancelled")[0]; !strings.Contains(fmt.Sprint(l["reason"]), why) {
+		t.Errorf("restart cancelled reason = %v; want %q", l["reason"], why)
+	}
+	if p := poolOf(st, p2.Name); !strings.Contains(p.Error, why) {
+		t.Errorf("the cancelled pool's error = %q; want it to say %q", p.Error, why)
+	}
 	if n := len(td.logged("php-fpm pool restarted")); n != 0 {
 		t.Errorf("%d php-fpm pool restarted log lines; want 0", n)
 	}

@@ -55,12 +55,16 @@ func TestRetiredIdlePoolStops(t *testing.T) {
 	// A reload builds a new watcher: the old one's r2 pool is retired,
 	// with no request in flight, and stops.
 	reloadNewWatcher(t, td, c)
-	time.Sleep(2 * time.Second)
-	for _, p := range status(t, adminURL).PHPFPMPools {
-		if p.Gen == genOld && p.State != "stopped" {
-			t.Errorf("2s after the reload, the retired watcher's r2 pool %s is %s with %d in flight; want stopped", p.Name, p.State, p.InFlight)
+	reloaded := time.Now()
+	eventually(t, 10*time.Second, func() string { // well below pool-drain-timeout
+		for _, p := range status(t, adminURL).PHPFPMPools {
+			if p.Gen == genOld && p.State != "stopped" {
+				return fmt.Sprintf("%v after the reload, the retired watcher's r2 pool %s is %s with %d in flight; want stopped",
+					time.Since(reloaded).Round(time.Millisecond), p.Name, p.State, p.InFlight)
+			}
 		}
-	}
+		return ""
+	})
 
 	// r3 is deployed: without the fix max-pools 3 are alive (r1 draining
 	// the long request, the retired r2 pool, the new watcher's r2 pool).
