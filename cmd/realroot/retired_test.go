@@ -142,12 +142,9 @@ func TestReleaseStatsMonotonic(t *testing.T) {
 	link := filepath.Join(dir, "current")
 	serves := func(want string) {
 		t.Helper()
-		eventually(t, 20*time.Second, func() string {
-			if code, body, _ := get(client, base+"/"); code != 200 || body != want {
-				return fmt.Sprintf("%s not served yet: %d %q", want, code, body)
-			}
-			return ""
-		})
+		if !servedWithin(client, base+"/", want, 20*time.Second) {
+			t.Fatalf("%s not served within 20s", want)
+		}
 	}
 	var last resolve.Stats
 	check := func(when string) resolve.Stats {
