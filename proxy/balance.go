@@ -64,7 +64,7 @@ type Balancer struct {
 	backends []backend
 	opts     BalancerOptions
 	log      *zap.Logger
-	next     atomic.Uint32 // where the next pick starts looking, for ties
+	next     atomic.Uint32 // the backend picked last; ties go to the first after it
 	epoch    time.Time
 	now      func() time.Time // time.Now; tests move it
 }
@@ -95,7 +95,7 @@ func NewBalancer(backends []Backend, opts BalancerOptions) *Balancer {
 	for i, be := range backends {
 		b.backends[i].Backend = be
 	}
-	b.next.Store(^uint32(0)) // the first pick starts at the first backend
+	b.next.Store(uint32(len(backends) - 1)) // the first pick starts at the first backend
 	return b
 }
 
@@ -151,10 +151,13 @@ func (b *Balancer) Do(ctx context.Context, req *gofast.Request) (*fcgi.Response,
 		}
 		be.inFlight.Add(-1)
 		err = fmt.Errorf("upstream %s: %w", be.Addr, err)
-		gone := ctx.Err() != nil
-		if !gone && (errors.Is(err, fcgi.ErrConnect) || errors.Is(err, fcgi.ErrTimeout)) {
+		// Also when the client left: an exchange ended by ctx fails with
+		// ctx's error, so a connect failure or timeout here is php-fpm's,
+		// e.g. after the client left with a Finisher ctx keeping it going.
+		if errors.Is(err, fcgi.ErrConnect) || errors.Is(err, fcgi.ErrTimeout) {
 			b.markDown(be, "request failed", err)
 		}
+		gone := ctx.Err() != nil
 		if gone || !notSent(err) || hasBody && body == nil {
 			body.finish()
 			return nil, err
@@ -174,11 +177,24 @@ func notSent(err error) bool {
 
 // pick returns the backend to try: among those not tried, the one with the
 // fewest exchanges in flight of those up, else of those down; ties go to
-// the first from a start that moves at every pick. It returns -1 when every
-// backend was tried.
+// the first after the backend picked last, so that they are taken in turn
+// (a start that merely moved by one at every pick would favour the backend
+// after a busy one). It returns -1 when every backend was tried.
 func (b *Balancer) pick(tried []bool) int {
+	for {
+		last := b.next.Load()
+		i := b.pickFrom(tried, int((last+1)%uint32(len(b.backends))))
+		// Concurrent picks from the same start would take the same tie:
+		// the one that loses starts again after the winner's.
+		if i < 0 || b.next.CompareAndSwap(last, uint32(i)) {
+			return i
+		}
+	}
+}
+
+// pickFrom is pick with ties going to the first from start.
+func (b *Balancer) pickFrom(tried []bool, start int) int {
 	n := len(b.backends)
-	start := int(b.next.Add(1) % uint32(n))
 	now := int64(-1) // read when needed: a backend is down
 	up, down := -1, -1
 	var upLoad, downLoad int64

@@ -1,0 +1,164 @@
+package proxy
+
+// From a review of the Balancer (balance.go, balance_health.go) against
+// docs/upstreams.md, with real php-fpm pools: each test failed before its fix.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"realroot/internal/phpfpmtest"
+	"realroot/internal/testutil"
+	"realroot/proxy/fcgi"
+)
+
+// balRevSite has a script that marks its start, then waits for a file
+// (bounded at 5s), and one that names its php-fpm by its php.ini.
+var balRevSite = map[string]string{
+	"public/hold.php": `<?php
+touch(__DIR__ . '/started');
+for ($i = 0; $i < 500 && !file_exists(__DIR__ . '/go'); $i++) { usleep(10000); clearstatcache(); }
+echo 'held';`,
+	"public/who.php": `<?php echo php_ini_loaded_file();`,
+}
+
+func balRevExists(path string) func() bool {
+	return func() bool { _, err := os.Stat(path); return err == nil }
+}
+
+// TestBalancerTimeoutAfterClientLeft: php-fpm times out (read-timeout) on a
+// request whose client already left. The handler keeps the exchange going
+// (finishCtx), the timeout is php-fpm's all the same, and docs/upstreams.md
+// says a timeout marks the upstream down. Clients that give up before
+// read-timeout (most do, at 60s) must not hide a hung pool.
+func TestBalancerTimeoutAfterClientLeft(t *testing.T) {
+	verifyNoLeaks(t)
+	fpm := phpfpmtest.Start(t, phpfpmtest.Options{Workers: 2})
+	dir := newDeploy(t, balRevSite, "A")
+	public := filepath.Join(dir, "releases", "A", "public")
+	t.Cleanup(func() { os.WriteFile(filepath.Join(public, "go"), nil, 0o644) }) // before php-fpm stops
+	rs := newReleases(t, filepath.Join(dir, "current", "public"))
+
+	var backends []Backend
+	for i := range 2 {
+		c := &fcgi.Client{Network: "unix", Address: fpm.Socket, ReadTimeout: 300 * time.Millisecond}
+		t.Cleanup(func() { c.Close() })
+		backends = append(backends, Backend{Addr: fmt.Sprint("fpm", i), Upstream: c})
+	}
+	b := NewBalancer(backends, BalancerOptions{FailTimeout: time.Minute})
+	ts := newTestServer(t, New(rs, b, Options{}))
+	t.Cleanup(ts.Close)
+	hc := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(hc.CloseIdleConnections)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ts.URL+"/hold.php", nil)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := hc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	testutil.WaitFor(t, "started by php-fpm", balRevExists(filepath.Join(public, "started")))
+	cancel() // the client leaves; php-fpm still runs the script
+	<-done
+
+	deadline := time.Now().Add(5 * time.Second)
+	for !b.Stats()[0].Down {
+		if time.Now().After(deadline) {
+			t.Fatalf("php-fpm timed out (read-timeout 300ms) on a request whose client had left: "+
+				"after 5s got stats %+v; want fpm0 down", b.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := b.Stats()[0]; st.Failures != 1 {
+		t.Errorf("fpm0: got %d failures; want 1", st.Failures)
+	}
+}
+
+// balRevGet sends a GET of script through b and returns the answer.
+func balRevGet(t *testing.T, b *Balancer, public, script string) string {
+	t.Helper()
+	req := ProbeRequest("/"+script, filepath.Join(public, script), public, "balrev")
+	resp, err := b.Do(context.Background(), req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", script, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.Status != http.StatusOK {
+		t.Fatalf("GET %s: status %d, %q, %v", script, resp.Status, body, err)
+	}
+	return string(body)
+}
+
+// TestBalancerTiesInTurn: three php-fpm, a request held on the first; the
+// two idle ones tie and, as docs/upstreams.md says, are taken in turn. A
+// pick that starts at a rotating index and takes the first idle after it
+// gives the backend that follows a busy one twice the share.
+func TestBalancerTiesInTurn(t *testing.T) {
+	verifyNoLeaks(t)
+	public := filepath.Join(t.TempDir(), "public")
+	writeTree(t, filepath.Dir(public), balRevSite)
+	t.Cleanup(func() { os.WriteFile(filepath.Join(public, "go"), nil, 0o644) })
+
+	var backends []Backend
+	var ini []string
+	for i := range 3 {
+		fpm := phpfpmtest.Start(t, phpfpmtest.Options{Workers: 2})
+		ini = append(ini, filepath.Join(fpm.Dir, "php.ini"))
+		c := &fcgi.Client{Network: "unix", Address: fpm.Socket, ReadTimeout: 10 * time.Second}
+		t.Cleanup(func() { c.Close() })
+		backends = append(backends, Backend{Addr: fmt.Sprint("fpm", i), Upstream: c})
+	}
+	b := NewBalancer(backends, BalancerOptions{})
+
+	held := make(chan string, 1)
+	go func() {
+		req := ProbeRequest("/hold.php", filepath.Join(public, "hold.php"), public, "balrev")
+		resp, err := b.Do(context.Background(), req)
+		if err != nil {
+			held <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		held <- string(body)
+	}()
+	testutil.WaitFor(t, "hold.php started", balRevExists(filepath.Join(public, "started")))
+	if got := fmt.Sprint(inFlight(b)); got != "[1 0 0]" {
+		t.Fatalf("in flight with hold.php running: got %s; want [1 0 0]", got)
+	}
+
+	seen := map[string]int{}
+	var order []string
+	for range 6 {
+		who := balRevGet(t, b, public, "who.php")
+		switch who {
+		case ini[1]:
+			who = "fpm1"
+		case ini[2]:
+			who = "fpm2"
+		}
+		seen[who]++
+		order = append(order, who)
+	}
+	os.WriteFile(filepath.Join(public, "go"), nil, 0o644)
+	if got := <-held; got != "held" {
+		t.Errorf("hold.php: got %q; want held", got)
+	}
+	if seen["fpm1"] != 3 || seen["fpm2"] != 3 {
+		t.Errorf("6 requests while fpm0 is busy: got %s; want fpm1 and fpm2 in turn, 3 each",
+			strings.Join(order, " "))
+	}
+}
