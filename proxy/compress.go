@@ -79,6 +79,8 @@ type compressor struct {
 	off      bool       // the handler said no (a stream)
 	aborted  bool       // the handler panicked: send nothing more
 	pool     *sync.Pool // enc's
+	declared int64      // the Content-Length dropped when compressing; 0 if none
+	written  int64      // the body bytes given to enc
 }
 
 // sink writes to the server's writer and counts what it sends.
@@ -121,7 +123,9 @@ func (c *compressor) Write(p []byte) (int, error) {
 	case czIdentity:
 		return c.out.Write(p)
 	case czEncoding:
-		return c.enc.Write(p)
+		n, err := c.enc.Write(p)
+		c.written += int64(n)
+		return n, err
 	}
 	// Pending: hold while the body is short, compress once it is not.
 	held := 0
@@ -137,12 +141,12 @@ func (c *compressor) Write(p []byte) (int, error) {
 	}
 	c.start(c.status)
 	if held > 0 {
-		if _, err := c.enc.Write(*c.buf); err != nil {
+		if _, err := c.Write(*c.buf); err != nil {
 			return 0, err
 		}
 		c.putBuf()
 	}
-	return c.enc.Write(p)
+	return c.Write(p)
 }
 
 // Flush sends what was written so far, compressed as far as it goes;
@@ -195,6 +199,7 @@ func (c *compressor) decide(status int) uint8 {
 		if err != nil || n <= c.min {
 			return czIdentity
 		}
+		c.declared = n
 		return czEncoding
 	}
 	return czPending
@@ -236,9 +241,19 @@ func (c *compressor) start(status int) {
 // finish ends the response once the handler is done: it closes the
 // encoder, or sends a short held body as it is. After abort it sends
 // nothing. The encoder and buffer go back to their pools.
+//
+// A body shorter than the Content-Length compression dropped (a static
+// file truncated while http.ServeContent copied it) is not closed as if
+// whole: what came is flushed and the connection broken, as the server
+// does when the length is sent.
 func (c *compressor) finish() {
+	short := !c.aborted && c.state == czEncoding && c.written < c.declared
 	switch {
 	case c.aborted:
+	case short:
+		if c.enc.Flush() == nil {
+			http.NewResponseController(c.out.w).Flush()
+		}
 	case c.state == czPending:
 		// net/http adds a Content-Length, the body fitting its buffer
 		// unless CompressMinSize is over 2 KiB.
@@ -256,6 +271,9 @@ func (c *compressor) finish() {
 		c.enc = nil
 	}
 	c.putBuf()
+	if short {
+		panic(http.ErrAbortHandler) // deferred: the access log, unpin
+	}
 }
 
 func (c *compressor) putBuf() {
