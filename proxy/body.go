@@ -90,7 +90,12 @@ func (h *Handler) spoolBody(w http.ResponseWriter, r *http.Request) (*spool, err
 		return nil, nil
 	}
 	limit := h.opts.MaxBodySize
+	rc := http.NewResponseController(w)
 	if limit > 0 && r.ContentLength > limit {
+		// Unread, the declared body is still read by net/http, up to
+		// 256 KiB, before it closes the connection: not past BodyTimeout
+		// (a client that sends none would hold it for good).
+		rc.SetReadDeadline(time.Now().Add(h.opts.BodyTimeout))
 		return nil, &httpError{status: http.StatusRequestEntityTooLarge, msg: "request body too large",
 			err: fmt.Errorf("content-length %d over %d", r.ContentLength, limit), header: closeConn}
 	}
@@ -98,7 +103,10 @@ func (h *Handler) spoolBody(w http.ResponseWriter, r *http.Request) (*spool, err
 	if limit > 0 {
 		body = http.MaxBytesReader(w, r.Body, limit)
 	}
-	dr := &deadlineReader{r: body, rc: http.NewResponseController(w), timeout: h.opts.BodyTimeout}
+	dr := &deadlineReader{r: body, rc: rc, timeout: h.opts.BodyTimeout}
+	if len(r.TransferEncoding) > 0 {
+		dr.step = chunkedStep
+	}
 	s := &spool{limit: h.opts.BodyMemory, dir: h.opts.TempDir}
 	if r.ContentLength > 0 && r.ContentLength <= s.limit {
 		s.buf.Grow(int(r.ContentLength))
@@ -121,14 +129,36 @@ type deadlineReader struct {
 	r       io.Reader
 	rc      *http.ResponseController
 	timeout time.Duration
+	step    int  // if not 0, the most bytes asked of r under one deadline
 	set     bool // the server supports deadlines (not so in some tests)
 }
 
+// chunkedStep is deadlineReader's step for a chunked body. net/http's
+// chunked reader (under both HTTP/1 servers) reads from the connection
+// until the buffer it is given is full or the chunk ends: one read of
+// 32 KiB of a big chunk from a slow client waited for all 32 KiB under one
+// deadline, and a steady upload got 408 with no gap near BodyTimeout. One
+// full TCP segment ends a read of 1 KiB.
+const chunkedStep = 1 << 10
+
+// Read fills p a step at a time, each under a deadline of its own, or, with
+// no step, reads once.
 func (d *deadlineReader) Read(p []byte) (int, error) {
-	if err := d.rc.SetReadDeadline(time.Now().Add(d.timeout)); err == nil {
-		d.set = true
+	n := 0
+	for {
+		q := p[n:]
+		if d.step > 0 && len(q) > d.step {
+			q = q[:d.step]
+		}
+		if err := d.rc.SetReadDeadline(time.Now().Add(d.timeout)); err == nil {
+			d.set = true
+		}
+		m, err := d.r.Read(q)
+		n += m
+		if d.step == 0 || n == len(p) || err != nil {
+			return n, err
+		}
 	}
-	return d.r.Read(p)
 }
 
 // clear lifts the deadline once the body is read.
