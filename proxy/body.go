@@ -92,10 +92,7 @@ func (h *Handler) spoolBody(w http.ResponseWriter, r *http.Request) (*spool, err
 	limit := h.opts.MaxBodySize
 	rc := http.NewResponseController(w)
 	if limit > 0 && r.ContentLength > limit {
-		// Unread, the declared body is still read by net/http, up to
-		// 256 KiB, before it closes the connection: not past BodyTimeout
-		// (a client that sends none would hold it for good).
-		rc.SetReadDeadline(time.Now().Add(h.opts.BodyTimeout))
+		// Unread, under the deadline serve set.
 		return nil, &httpError{status: http.StatusRequestEntityTooLarge, msg: "request body too large",
 			err: fmt.Errorf("content-length %d over %d", r.ContentLength, limit), header: closeConn}
 	}

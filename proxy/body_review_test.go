@@ -109,3 +109,45 @@ func TestChunkedSlowSteady(t *testing.T) {
 		}
 	}
 }
+
+// TestUnreadBodyBounded: a request that declares a body which realroot
+// does not read (a missing file, a static file) and never sends it gets
+// its answer, and its connection closed, within BodyTimeout. Before,
+// net/http read the declared body (up to 256 KiB) with no deadline before
+// it wrote the 404 or 405: no answer, and the connection held until the
+// client went; proxy/h1 answered at its header timeout.
+func TestUnreadBodyBounded(t *testing.T) {
+	dir := newDeploy(t, map[string]string{"file.txt": "static"}, "A")
+	h := New(newReleases(t, filepath.Join(dir, "current")), nil, Options{BodyTimeout: 200 * time.Millisecond})
+	for i, addr := range bothServers(t, h) {
+		for _, tt := range []struct {
+			path string
+			want int
+		}{{"/missing", 404}, {"/file.txt", 405}} {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			start := time.Now()
+			c.SetDeadline(start.Add(5 * time.Second))
+			io.WriteString(c, "POST "+tt.path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Errorf("%s POST %s, body never sent: %v after %v; want %d within BodyTimeout",
+					serverNames[i], tt.path, err, time.Since(start).Round(time.Millisecond), tt.want)
+				continue
+			}
+			io.Copy(io.Discard, resp.Body)
+			rest, err := io.ReadAll(br)
+			if resp.StatusCode != tt.want || err != nil || len(rest) != 0 {
+				t.Errorf("%s POST %s: got %d, then %q, %v; want %d and the connection closed",
+					serverNames[i], tt.path, resp.StatusCode, rest, err, tt.want)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("%s POST %s: answered and closed after %v; want within BodyTimeout (200ms)", serverNames[i], tt.path, d.Round(time.Millisecond))
+			}
+		}
+	}
+}

@@ -287,6 +287,13 @@ func (x *exchange) requestID() string {
 }
 
 func (h *Handler) serve(w *recorder, r *http.Request, x *exchange) error {
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		// A body no route reads (an error, a static file, a redirect) is
+		// read by the server, up to 256 KiB, before it answers, and with
+		// no deadline a client that never sends it holds the connection:
+		// body-timeout bounds that wait too. spoolBody sets its own.
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.BodyTimeout))
+	}
 	if len(r.RequestURI) > h.opts.MaxURILength {
 		return &httpError{status: http.StatusRequestURITooLong, msg: "request target too long"}
 	}
