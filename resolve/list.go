@@ -2,6 +2,8 @@ package resolve
 
 import (
 	"cmp"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -73,6 +75,9 @@ func ListReleases(link string) (*ReleaseList, error) {
 	if below(linkDir, dir) {
 		return nil, fmt.Errorf("releases of %s: its target %s is in %s, which also holds the link: keep releases in a directory of their own (releases/)", link, target, dir)
 	}
+	if err := symlinkedRelease(link, linkDir, dir); err != nil {
+		return nil, fmt.Errorf("releases of %s: %w", link, err)
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("releases of %s: %w", link, err)
@@ -133,7 +138,10 @@ func (l *ReleaseList) Prunable(keep int, busy func(ReleaseDir) bool) []ReleaseDi
 
 // Remove deletes the release r of l, after checking again that the link
 // does not point at it (ErrCurrent): a switch to it may have happened since
-// the list was made.
+// the list was made. A switch under way (its temporary link made, not yet
+// renamed over the link) counts as pointing at it. r is first renamed to a
+// hidden name and the checks made again, so that a switch that Stat'ed r
+// before it went either is seen (and r put back whole) or finds r missing.
 func (l *ReleaseList) Remove(r ReleaseDir) error {
 	if filepath.Dir(r.Path) != l.Dir || r.Name != filepath.Base(r.Path) {
 		return fmt.Errorf("remove %s: not a release in %s", r.Path, l.Dir)
@@ -142,8 +150,87 @@ func (l *ReleaseList) Remove(r ReleaseDir) error {
 	if err != nil {
 		return fmt.Errorf("remove %s: cannot tell what %s points at: %w", r.Path, l.Link, err)
 	}
-	if target == r.Path {
+	if below(target, r.Path) || l.switchingTo(r) {
 		return fmt.Errorf("remove %s: %w", r.Path, ErrCurrent)
 	}
-	return os.RemoveAll(r.Path)
+	var b [6]byte
+	rand.Read(b[:])
+	trash := filepath.Join(l.Dir, "."+r.Name+".removing-"+hex.EncodeToString(b[:]))
+	if err := os.Rename(r.Path, trash); err != nil {
+		return fmt.Errorf("remove %s: %w", r.Path, err)
+	}
+	if target, err := filepath.EvalSymlinks(l.Link); err != nil || below(target, r.Path) || l.switchingTo(r) {
+		// The link, or a switch under way, went to r meanwhile (the link
+		// resolved before r moved: failing now, it points at r).
+		if rerr := os.Rename(trash, r.Path); rerr != nil {
+			return fmt.Errorf("remove %s: a switch went to it meanwhile, and putting it back failed: %w", r.Path, rerr)
+		}
+		return fmt.Errorf("remove %s: %w", r.Path, ErrCurrent)
+	}
+	return os.RemoveAll(trash)
+}
+
+// switchingTo reports whether a temporary link of Switch for l.Link
+// (.current.tmp-*, beside it) names r: a switch to r is under way.
+func (l *ReleaseList) switchingTo(r ReleaseDir) bool {
+	dir := filepath.Dir(l.Link)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return true // cannot tell: keep r
+	}
+	prefix := "." + filepath.Base(l.Link) + ".tmp-"
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), prefix) || e.Type()&fs.ModeSymlink == 0 {
+			continue
+		}
+		t, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // renamed over the link meanwhile: the link says
+		}
+		if !filepath.IsAbs(t) {
+			t = filepath.Join(dir, t)
+		}
+		if real, err := filepath.EvalSymlinks(t); err == nil && below(real, r.Path) {
+			return true
+		}
+		if pdir, err := filepath.EvalSymlinks(filepath.Dir(t)); err == nil && below(filepath.Join(pdir, filepath.Base(t)), r.Path) {
+			return true // r itself renamed away by Remove
+		}
+	}
+	return false
+}
+
+// symlinkedRelease follows link one hop at a time and refuses a hop that is
+// a symlink in a directory other than the link's own (an alias beside it,
+// current -> latest) or dir, the realpath's directory: a release that is
+// itself a symlink (releases/B -> /data/builds/B) would make the directory
+// beside its realpath (/data/builds, which may hold anything) pass for the
+// releases directory.
+func symlinkedRelease(link, linkDir, dir string) error {
+	p, pDir := link, linkDir
+	for range maxLinks {
+		t, err := os.Readlink(p)
+		if err != nil {
+			return nil // EvalSymlinks went through: it changed meanwhile
+		}
+		if !filepath.IsAbs(t) {
+			t = filepath.Join(pDir, t)
+		}
+		fi, err := os.Lstat(t)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			return nil
+		}
+		if pDir, err = filepath.EvalSymlinks(filepath.Dir(t)); err != nil {
+			return nil
+		}
+		if pDir == dir {
+			return nil // a link among the releases (releases/latest -> B)
+		}
+		if pDir != linkDir {
+			real, _ := filepath.EvalSymlinks(t)
+			return fmt.Errorf("its target %s is a symlink to %s, whose directory is not %s: make the release a directory in %s", t, real, pDir, pDir)
+		}
+		p = t
+	}
+	return nil
 }

@@ -52,6 +52,15 @@ func Switch(link, target string) error {
 	if err != nil {
 		return fmt.Errorf("switch %s: %w", link, err)
 	}
+	// Again, now that tmp shows a prune (ReleaseList.Remove) that the
+	// switch is under way: one that began before has moved target away.
+	if fi, err := os.Stat(target); err != nil || !fi.IsDir() {
+		os.Remove(tmp)
+		if err == nil {
+			err = fmt.Errorf("target %s is not a directory", target)
+		}
+		return fmt.Errorf("switch %s: %w", link, err)
+	}
 	if err := os.Rename(tmp, link); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("switch %s: %w", link, err)

@@ -138,14 +138,7 @@ func TestPruneLinkToPublic(t *testing.T) {
 	if err := os.Symlink("releases/20261122120000/public", link); err != nil {
 		t.Fatal(err)
 	}
-	rs, err := resolve.New(resolve.Options{Root: link})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(admin.New(admin.Options{Releases: rs}))
-	defer srv.Close()
-
-	out, err := runCmd(listReleases, "--link", link, "--admin", strings.TrimPrefix(srv.URL, "http://"), "--prune", "--keep", "1")
+	out, err := runCmd(listReleases, "--link", link, "--admin", releasesAdmin(t, link), "--prune", "--keep", "1")
 	var gone []string
 	for _, sub := range []string{"vendor", "src", "config", "public"} {
 		if _, serr := os.Stat(filepath.Join(rel, sub)); serr != nil {

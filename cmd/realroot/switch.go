@@ -116,13 +116,14 @@ func waitSwitch(ctx context.Context, w io.Writer, base string, prev resolve.Info
 
 	var (
 		switched bool
+		answered bool // a status came since the switch
 		last     admin.Status
 		lastErr  error
 	)
 	for {
 		s, err := fetchStatus(ctx, base)
 		if lastErr = err; err == nil {
-			last = s
+			last, answered = s, true
 			if !switched && s.Current.Gen > prev.Gen && inRelease(s.Current, real) {
 				switched = true
 				fmt.Fprintf(w, "the server serves %s (gen %d) after %v\n", s.Current.Dir, s.Current.Gen, since(start))
@@ -143,7 +144,9 @@ func waitSwitch(ctx context.Context, w io.Writer, base string, prev resolve.Info
 			return errors.New("switch: interrupted while waiting; the link was switched")
 		}
 		switch {
-		case lastErr != nil && !errors.Is(lastErr, context.DeadlineExceeded):
+		case lastErr != nil && (!answered || !errors.Is(lastErr, context.DeadlineExceeded)):
+			// A fetch cut by the deadline is no news when an earlier one
+			// answered; when none did, last is empty.
 			return fmt.Errorf("switch: timed out after %v: cannot ask the server: %w", timeout, lastErr)
 		case !switched:
 			return fmt.Errorf("switch: timed out after %v: the server still serves %s (gen %d), not %s; a failed warm-up keeps the old release (see the server's log), or --admin is not the server of this link",
