@@ -15,6 +15,13 @@ func TestReleaseDir(t *testing.T) {
 	web := filepath.Join(d.app, "shared", "web")
 	mkdir(t, web, filepath.Join(d.app, "releases", "C"))
 	symlink(t, "../../shared/web", filepath.Join(d.app, "releases", "C", "public"))
+	// releases/ itself a link (to another disk), and an alias of the site.
+	data, site := filepath.Join(d.app, "data"), filepath.Join(d.app, "site")
+	mkdir(t, filepath.Join(data, "releases", "X", "public"), site)
+	symlink(t, "../data/releases", filepath.Join(site, "releases"))
+	symlink(t, "releases/X", filepath.Join(site, "current"))
+	alias := filepath.Join(d.app, "alias")
+	symlink(t, site, alias)
 	tests := []struct {
 		name, root, flip string
 		wantRoot         string
@@ -24,6 +31,11 @@ func TestReleaseDir(t *testing.T) {
 		{name: "root is the link", root: d.current, wantRoot: filepath.Join(d.app, "releases", "A"), wantDir: filepath.Join(d.app, "releases", "A")},
 		{name: "no link", root: d.b, wantRoot: d.b, wantDir: d.b},
 		{name: "public is a link too", root: d.root, flip: "releases/C", wantRoot: web, wantDir: web},
+		// Not the releases directory itself: on-drain is handed Dir.
+		{name: "releases is a link", root: filepath.Join(site, "current", "public"),
+			wantRoot: filepath.Join(data, "releases", "X", "public"), wantDir: filepath.Join(data, "releases", "X")},
+		{name: "through an alias of the site", root: filepath.Join(alias, "current", "public"),
+			wantRoot: filepath.Join(data, "releases", "X", "public"), wantDir: filepath.Join(data, "releases", "X")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

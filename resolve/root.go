@@ -27,7 +27,7 @@ type resolution struct {
 	real  string      // realpath of the root, a directory
 	dir   os.FileInfo // Stat of real
 	base  string      // deploy directory: realpath of the last link's directory
-	top   string      // release directory: realpath of the last link's target
+	top   string      // release directory (see releaseDir)
 	links []link      // in the order met
 	// watch maps each directory to watch to the names in it whose events
 	// matter: the directory of every link, with every component walked in it.
@@ -109,7 +109,7 @@ func resolveRoot(root string) (*resolution, error) {
 	}
 	last := res.links[len(res.links)-1]
 	res.base = filepath.Dir(last.path)
-	res.top = releaseDir(last, dir)
+	res.top = releaseDir(res.links, dir)
 	if res.base == "/" || !below(res.top, res.base) {
 		// The last link is an alias of the site's directory (/var/www ->
 		// /data/www), not a deploy link to a release beside it: its
@@ -135,16 +135,24 @@ func resolveError(root, at string, err error) error {
 	return fmt.Errorf("resolve %s: %s: %w", root, at, err)
 }
 
-// releaseDir returns the realpath of the target of l, the deepest link met
-// while resolving to real; real is below it. Should the link have changed
-// since (the target no longer holds real), it returns real.
-func releaseDir(l link, real string) string {
-	t := l.target
-	if !filepath.IsAbs(t) {
-		t = filepath.Join(filepath.Dir(l.path), t)
+// releaseDir returns the release directory of a resolution to real: of the
+// realpaths of the links' targets, the deepest one that holds real. Not the
+// last link's: that may lead to a parent of the release (releases ->
+// /data/releases, which holds them all) or away from it (public -> a
+// shared directory). Should the links have changed since, it returns real.
+func releaseDir(links []link, real string) string {
+	top := ""
+	for _, l := range links {
+		t := l.target
+		if !filepath.IsAbs(t) {
+			t = filepath.Join(filepath.Dir(l.path), t)
+		}
+		d, err := filepath.EvalSymlinks(t)
+		if err == nil && below(real, d) && len(d) > len(top) {
+			top = d
+		}
 	}
-	top, err := filepath.EvalSymlinks(t)
-	if err != nil || !below(real, top) {
+	if top == "" {
 		return real
 	}
 	return top
