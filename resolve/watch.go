@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -169,23 +170,28 @@ func (l *watchLoop) refresh(src source) {
 }
 
 // sync watches the directories of the last resolution and stops watching the
-// others. It reports whether it added a watch.
+// others. It reports whether the caller must refresh again: it added a
+// watch, or a directory of the resolution was replaced or is gone, so that
+// no event may ever tell (the resolution is older than that change).
 func (l *watchLoop) sync() bool {
 	res := l.rs.resolution()
 	l.watch = res.watch
 	if l.w == nil {
 		return false
 	}
+	again := false
 	for dir, fi := range l.added {
-		if _, ok := res.watch[dir]; !ok || !sameDir(dir, fi) {
+		_, needed := res.watch[dir]
+		replaced := needed && !sameDir(dir, fi)
+		if !needed || replaced {
 			// Not needed any more, or replaced at its path with no event
 			// on the watch (an ancestor renamed, a mount over it): the
 			// watch follows the old inode.
 			_ = l.w.Remove(dir) // already gone if the directory was
 			delete(l.added, dir)
+			again = again || replaced
 		}
 	}
-	added := false
 	for dir := range res.watch {
 		if _, ok := l.added[dir]; ok {
 			continue
@@ -197,6 +203,7 @@ func (l *watchLoop) sync() bool {
 			fi = nil
 		}
 		if err := l.w.Add(dir); err != nil {
+			again = again || errors.Is(err, fs.ErrNotExist)
 			lvl := zap.WarnLevel
 			if l.rs.down.Load() {
 				lvl = zap.DebugLevel // expected mid-deploy; retried
@@ -206,9 +213,9 @@ func (l *watchLoop) sync() bool {
 			continue
 		}
 		l.added[dir] = fi
-		added = true
+		again = true
 	}
-	return added
+	return again
 }
 
 // stale reports whether a watched directory is no longer the one watched.

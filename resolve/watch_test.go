@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 )
@@ -32,6 +33,10 @@ func startRun(t *testing.T, rs *Releases) {
 		}
 	})
 	testutil.WaitFor(t, "Run to start watching", func() bool { return rs.checks.Load() >= 2 })
+	// The second check has begun; wait for it to end, or a switch the test
+	// makes next may be found by it (fromStart), not by the watch.
+	rs.mu.Lock()
+	rs.mu.Unlock()
 }
 
 func TestRunSwitch(t *testing.T) {
@@ -264,4 +269,35 @@ func TestRunStops(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after cancel")
 	}
+}
+
+// TestSyncAfterWatchedDirMoved: a refresh resolves the root, then, before
+// its sync, the watched directory is moved away (mv app app.old). sync
+// drops the watch, which follows the old inode, and cannot watch the path
+// again: no event will ever come. It must ask for another refresh, which
+// sees the outage (and arms the retry); before, TestRunWatchedDirReplaced
+// timed out waiting for the outage now and then in CI.
+func TestSyncAfterWatchedDirMoved(t *testing.T) {
+	d := newDeployment(t)
+	rs, err := New(Options{Root: d.root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	l := &watchLoop{rs: rs, w: w, added: map[string]os.FileInfo{}, ctx: context.Background()}
+	if !l.sync() {
+		t.Fatal("the first sync added no watch")
+	}
+	if err := os.Rename(d.app, d.app+".old"); err != nil {
+		t.Fatal(err)
+	}
+	// The resolution sync reads is the one from before the move.
+	if l.sync() {
+		return
+	}
+	t.Errorf("sync after the watched %s moved away asks for no refresh; watched now: %v", d.app, l.added)
 }
