@@ -51,6 +51,8 @@ type BalancerOptions struct {
 //
 // A request that could not connect or timed out marks its backend down for
 // FailTimeout: it is skipped while another is up, never refused for it.
+// Once FailTimeout has passed, one request tries it (nginx's one request
+// per fail_timeout); the others skip it until that one's outcome.
 //
 // A request is tried on another backend only when it never reached the
 // first: the connection failed (fcgi.ErrConnect: nothing of the request was
@@ -183,21 +185,34 @@ func notSent(err error) bool {
 func (b *Balancer) pick(tried []bool) int {
 	for {
 		last := b.next.Load()
-		i := b.pickFrom(tried, int((last+1)%uint32(len(b.backends))))
+		i, trial := b.pickFrom(tried, int((last+1)%uint32(len(b.backends))))
 		// Concurrent picks from the same start would take the same tie:
 		// the one that loses starts again after the winner's.
-		if i < 0 || b.next.CompareAndSwap(last, uint32(i)) {
+		if i < 0 {
+			return i
+		}
+		if !b.next.CompareAndSwap(last, uint32(i)) {
+			continue
+		}
+		// A down backend whose fail-timeout has passed gets one request,
+		// this one, as nginx sends one per fail_timeout: it stays down
+		// for the others until the trial's outcome marks it up, or down
+		// for another FailTimeout. The pick that loses the trial to
+		// another starts again.
+		if trial == 0 || b.backends[i].downUntil.CompareAndSwap(trial, b.clock()+int64(b.opts.FailTimeout)) {
 			return i
 		}
 	}
 }
 
-// pickFrom is pick with ties going to the first from start.
-func (b *Balancer) pickFrom(tried []bool, start int) int {
+// pickFrom is pick with ties going to the first from start. When the
+// backend it returns is down with its fail-timeout passed, the second result
+// is its downUntil, for pick to claim the trial with; else 0.
+func (b *Balancer) pickFrom(tried []bool, start int) (int, int64) {
 	n := len(b.backends)
 	now := int64(-1) // read when needed: a backend is down
 	up, down := -1, -1
-	var upLoad, downLoad int64
+	var upLoad, downLoad, upUntil int64
 	for k := range n {
 		i := start + k
 		if i >= n {
@@ -208,7 +223,8 @@ func (b *Balancer) pickFrom(tried []bool, start int) int {
 		}
 		be := &b.backends[i]
 		load := be.inFlight.Load()
-		if until := be.downUntil.Load(); until != 0 {
+		until := be.downUntil.Load()
+		if until != 0 {
 			if now < 0 {
 				now = b.clock()
 			}
@@ -220,13 +236,13 @@ func (b *Balancer) pickFrom(tried []bool, start int) int {
 			}
 		}
 		if up < 0 || load < upLoad {
-			up, upLoad = i, load
+			up, upLoad, upUntil = i, load, until
 		}
 	}
 	if up >= 0 {
-		return up
+		return up, upUntil
 	}
-	return down
+	return down, 0
 }
 
 // markDown records a failure of be: it is skipped for FailTimeout. The

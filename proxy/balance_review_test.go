@@ -5,14 +5,18 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/yookoala/gofast"
 
 	"realroot/internal/phpfpmtest"
 	"realroot/internal/testutil"
@@ -160,5 +164,69 @@ func TestBalancerTiesInTurn(t *testing.T) {
 	if seen["fpm1"] != 3 || seen["fpm2"] != 3 {
 		t.Errorf("6 requests while fpm0 is busy: got %s; want fpm1 and fpm2 in turn, 3 each",
 			strings.Join(order, " "))
+	}
+}
+
+// stuckBackend is an Upstream whose first call signals started and waits
+// for release, then fails with err; later calls fail with err at once.
+type stuckBackend struct {
+	started, release chan struct{}
+	err              error
+	calls            atomic.Int32
+}
+
+func (s *stuckBackend) Do(ctx context.Context, req *gofast.Request) (*fcgi.Response, error) {
+	if s.calls.Add(1) == 1 {
+		close(s.started)
+		<-s.release
+	}
+	return nil, s.err
+}
+
+// TestBalancerOneTrialAfterFailTimeout: once fail-timeout has passed, a down
+// upstream gets one request, the trial; while it runs, the others still
+// skip it, as nginx sends one request per fail_timeout to a failed server.
+// An upstream that hangs must not take every request picked for it (here,
+// the one least in flight) for as long as its timeout.
+func TestBalancerOneTrialAfterFailTimeout(t *testing.T) {
+	ok := &fakeBackend{name: "ok"}
+	hung := &stuckBackend{started: make(chan struct{}), release: make(chan struct{}),
+		err: fmt.Errorf("%w: read: i/o timeout", fcgi.ErrTimeout)}
+	b := NewBalancer([]Backend{{Addr: "hung", Upstream: hung}, {Addr: "ok", Upstream: ok}},
+		BalancerOptions{FailTimeout: 10 * time.Second})
+	clk := &fakeClock{t: time.Unix(1e9, 0)}
+	b.epoch, b.now = clk.t, clk.now
+	b.markDown(&b.backends[0], "request failed", hung.err)
+
+	// Two requests held on ok: the hung upstream is the least in flight.
+	_, r1 := hold(t, b)
+	_, r2 := hold(t, b)
+	defer r1.Body.Close()
+	defer r2.Body.Close()
+	clk.advance(10 * time.Second)
+
+	trial := make(chan error, 1)
+	go func() {
+		_, err := b.Do(context.Background(), getRequest())
+		trial <- err
+	}()
+	<-hung.started
+	for i := range 3 {
+		if got := send(t, b); got != "ok" {
+			t.Fatalf("request %d during the trial: got %s; want ok", i, got)
+		}
+	}
+	close(hung.release)
+	if err := <-trial; !errors.Is(err, fcgi.ErrTimeout) {
+		t.Fatalf("the trial: got %v; want its timeout", err)
+	}
+	if got := send(t, b); got != "ok" {
+		t.Errorf("after the failed trial: got %s; want ok", got)
+	}
+	if n := hung.calls.Load(); n != 1 {
+		t.Errorf("the hung upstream got %d requests; want 1, the trial", n)
+	}
+	if st := b.Stats()[0]; !st.Down || !st.DownUntil.Equal(clk.now().Add(10*time.Second)) {
+		t.Errorf("after the failed trial: got %+v; want down for another fail-timeout", st)
 	}
 }
