@@ -80,7 +80,7 @@ type backend struct {
 	downUntil atomic.Int64 // on the Balancer's clock; skipped before it, zero when up
 	down      atomic.Bool  // its last outcome was a failure; written under mu
 
-	mu     sync.Mutex // orders the transitions, logged once each
+	mu     sync.Mutex // orders the transitions and their log lines, one each
 	downAt int64      // the clock when last marked down; guarded by mu
 }
 
@@ -252,15 +252,15 @@ func (b *Balancer) markDown(be *backend, reason string, err error) {
 	be.mu.Lock()
 	be.downAt = b.clock()
 	be.downUntil.Store(be.downAt + int64(b.opts.FailTimeout))
-	was := be.down.Swap(true)
-	be.mu.Unlock()
-	if !was {
+	if !be.down.Swap(true) {
+		// Under mu, so that the lines come out in the transitions' order.
 		b.log.Warn("upstream down",
 			zap.String("upstream", be.Addr),
 			zap.String("reason", reason),
 			zap.Error(err),
 			zap.Duration("fail_timeout", b.opts.FailTimeout))
 	}
+	be.mu.Unlock()
 }
 
 // markUp records a success of be, of an exchange sent at the clock's sent:
@@ -272,15 +272,12 @@ func (b *Balancer) markUp(be *backend, sent int64, reason string) {
 		return
 	}
 	be.mu.Lock()
-	was := be.down.Load() && sent >= be.downAt
-	if was {
+	if be.down.Load() && sent >= be.downAt {
 		be.down.Store(false)
 		be.downUntil.Store(0)
-	}
-	be.mu.Unlock()
-	if was {
 		b.log.Info("upstream up", zap.String("upstream", be.Addr), zap.String("reason", reason))
 	}
+	be.mu.Unlock()
 }
 
 // countedBody counts an exchange in its backend's in-flight count until

@@ -12,11 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/yookoala/gofast"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"realroot/internal/phpfpmtest"
 	"realroot/internal/testutil"
@@ -228,5 +231,64 @@ func TestBalancerOneTrialAfterFailTimeout(t *testing.T) {
 	}
 	if st := b.Stats()[0]; !st.Down || !st.DownUntil.Equal(clk.now().Add(10*time.Second)) {
 		t.Errorf("after the failed trial: got %+v; want down for another fail-timeout", st)
+	}
+}
+
+// gateCore is a zap core whose first write signals entered and waits for
+// release; every entry's message is kept in order.
+type gateCore struct {
+	zapcore.LevelEnabler
+	entered, release chan struct{}
+	mu               sync.Mutex
+	msgs             []string
+	first            atomic.Bool
+}
+
+func (g *gateCore) With([]zapcore.Field) zapcore.Core { return g }
+func (g *gateCore) Sync() error                       { return nil }
+func (g *gateCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	return ce.AddCore(e, g)
+}
+func (g *gateCore) Write(e zapcore.Entry, _ []zapcore.Field) error {
+	if g.first.CompareAndSwap(false, true) {
+		close(g.entered)
+		<-g.release
+	}
+	g.mu.Lock()
+	g.msgs = append(g.msgs, e.Message)
+	g.mu.Unlock()
+	return nil
+}
+
+// TestBalancerTransitionsLoggedInOrder: an upstream marked down, then up
+// by a request sent after, while the "upstream down" line is still being
+// written. The log must say down, then up: the last line is the state an
+// operator believes.
+func TestBalancerTransitionsLoggedInOrder(t *testing.T) {
+	g := &gateCore{LevelEnabler: zapcore.InfoLevel, entered: make(chan struct{}), release: make(chan struct{})}
+	b := NewBalancer([]Backend{{Addr: "a", Upstream: &fakeBackend{name: "a"}}}, BalancerOptions{Logger: zap.New(g)})
+	be := &b.backends[0]
+	down := make(chan struct{})
+	go func() {
+		b.markDown(be, "request failed", errors.New("connection refused"))
+		close(down)
+	}()
+	<-g.entered // down is marked, its line not written yet
+	up := make(chan struct{})
+	go func() {
+		b.markUp(be, b.clock(), "request answered")
+		close(up)
+	}()
+	select {
+	case <-up: // logged "up" before "down": the bug; the check below says so
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(g.release)
+	<-up
+	<-down
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if got := strings.Join(g.msgs, ", "); got != "upstream down, upstream up" {
+		t.Errorf("log: got %q; want upstream down, upstream up", got)
 	}
 }
