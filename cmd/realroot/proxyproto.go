@@ -110,7 +110,8 @@ func (l *proxyListener) Accept() (net.Conn, error) {
 // proxyConn turns a refused or malformed PROXY header into a read error
 // that http.Server drops silently (a *net.OpError with Op "read"), instead
 // of answering 400 to a peer that is no HTTP client, and logs it once
-// (under TLS, http.Server also logs it as a handshake error).
+// (under TLS, http.Server also reports it as a handshake error, which
+// httpErrorLog logs at debug).
 // Embedding *proxyproto.Conn keeps its ReadFrom (sendfile) and the
 // rewritten RemoteAddr and LocalAddr.
 type proxyConn struct {

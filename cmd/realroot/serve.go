@@ -147,7 +147,7 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 		d.stopChild(ch)
 		return err
 	}
-	errLog, _ := zap.NewStdLogAt(d.log.Named("http"), zap.WarnLevel)
+	errLog := httpErrorLog(d.log.Named("http"))
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: d.cfg.HeaderTimeout,
@@ -261,11 +261,18 @@ func (d *daemon) drain(hsrv httpServer, adm *adminListener, srv *server, ch *chi
 		}
 	}()
 	srv.stopping.Store(true) // /readyz: 503 from now on
+	// The redirect to HTTPS stops accepting with the listen addresses, not
+	// once their requests are done.
+	frontStopped := make(chan struct{})
+	go func() {
+		defer close(frontStopped)
+		d.front.stop(ctx)
+	}()
 	if err := hsrv.Shutdown(ctx); err != nil {
 		d.log.Warn("in-flight requests cut short; closing connections", zap.Error(err))
 		hsrv.Close()
 	}
-	d.front.stop(ctx)
+	<-frontStopped
 	gctx, gcancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer gcancel()
 	if err := srv.close(gctx); err != nil {

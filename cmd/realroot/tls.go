@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/url"
@@ -58,9 +59,12 @@ func newFrontend(c conf.Config, log *zap.Logger) (*frontend, error) {
 		}
 		fe.certs.Store(set)
 		set.log(log)
-		fe.tls = newTLSConfig(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return fe.certs.Load().certificate(hello), nil
-		})
+		fe.tls = newTLSConfig(nil)
+		// Each handshake takes one load's configuration, its certificates
+		// and its session ticket keys together.
+		fe.tls.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return fe.certs.Load().tls, nil
+		}
 	}
 	if c.ProxyProtocol {
 		fe.proxy = newProxyPolicy(trustedPrefixes(c), log.Named("proxy-protocol"))
@@ -116,6 +120,30 @@ func (fe *frontend) configure(hs *http.Server) {
 		p.SetUnencryptedHTTP2(true)
 	}
 	hs.Protocols = p
+}
+
+// httpErrorLog is the listen addresses' http.Server.ErrorLog: at warn, but
+// a TLS handshake that failed at debug. Such a peer never sent a request:
+// a load balancer's TCP health check that connects and closes (after a
+// PROXY header or none, which the PROXY protocol already logged), a port
+// scanner, a client that accepts none of the protocols or certificates
+// (nginx logs these at info, below its default error_log level).
+func httpErrorLog(log *zap.Logger) *stdlog.Logger {
+	return stdlog.New(handshakeLevels{log}, "", 0)
+}
+
+type handshakeLevels struct{ log *zap.Logger }
+
+func (w handshakeLevels) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	lvl := zap.WarnLevel
+	if strings.HasPrefix(msg, "http: TLS handshake error") {
+		lvl = zap.DebugLevel
+	}
+	if ce := w.log.Check(lvl, msg); ce != nil {
+		ce.Write()
+	}
+	return len(p), nil
 }
 
 // guardSend makes ln's connections give up a write after send-timeout.
@@ -246,6 +274,11 @@ type certSet struct {
 	certs  []*tls.Certificate // as configured; the first is the default
 	files  []string           // each one's tls-cert file
 	byName map[string][]*tls.Certificate
+	// tls serves the handshakes of this load. Its session tickets are
+	// sealed with keys of its own: a session from before a reload is not
+	// resumed, so that the client is shown the new certificate (nginx's
+	// reload also makes new ticket keys).
+	tls *tls.Config
 }
 
 // loadCerts reads the pairs of cert and key files, the n-th cert with the
@@ -275,6 +308,11 @@ func loadCerts(certFiles, keyFiles []string) (*certSet, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	s.tls = newTLSConfig(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		return s.certificate(hello), nil
+	})
+	s.tls.WrapSession = s.tls.EncryptTicket
+	s.tls.UnwrapSession = s.tls.DecryptTicket
 	return s, nil
 }
 
@@ -313,7 +351,7 @@ func (s *certSet) describe() string {
 
 // log logs each certificate: its file, names and expiry; a warning for
 // one that expired or is not valid yet, or that has no DNS name (only
-// served as the default).
+// served as the default if it is the first, else never).
 func (s *certSet) log(log *zap.Logger) {
 	now := time.Now()
 	for i, c := range s.certs {
@@ -327,8 +365,10 @@ func (s *certSet) log(log *zap.Logger) {
 			log.Warn("tls certificate expired", fields...)
 		case now.Before(c.Leaf.NotBefore):
 			log.Warn("tls certificate not valid yet", append(fields, zap.Time("not_before", c.Leaf.NotBefore))...)
-		case len(c.Leaf.DNSNames) == 0:
+		case len(c.Leaf.DNSNames) == 0 && i == 0:
 			log.Warn("tls certificate has no DNS names; it is only served as the default", fields...)
+		case len(c.Leaf.DNSNames) == 0:
+			log.Warn("tls certificate has no DNS names and is not the first; it is never served", fields...)
 		default:
 			log.Info("tls certificate loaded", fields...)
 		}
