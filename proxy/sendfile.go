@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"realroot/proxy/fcgi"
@@ -177,12 +178,19 @@ func (h *Handler) openSendfile(target string) (*os.File, string, error) {
 		err: fmt.Errorf("%w: %q", resolve.ErrOutside, target)}
 }
 
-// openBelow opens the file rel inside dir, never outside it.
+// openBelow opens the file rel inside dir, never outside it. It opens with
+// O_NONBLOCK, as nginx does, so that a FIFO is not waited on (it is then
+// refused: not a regular file); a regular file reads as usual.
 func openBelow(dir, rel string) (*os.File, error) {
 	if rel == "" {
 		return nil, errNotFound("internal path names a directory")
 	}
-	f, err := os.OpenInRoot(dir, rel)
+	var f *os.File
+	root, err := os.OpenRoot(dir)
+	if err == nil {
+		f, err = root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		root.Close()
+	}
 	switch {
 	case err == nil:
 		return f, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -55,11 +56,18 @@ func (h *Handler) warm(ctx context.Context, rel *resolve.Release, target string)
 	if !strings.HasPrefix(target, "/") {
 		return fmt.Errorf("%w: does not start with /", resolve.ErrBadPath)
 	}
-	r, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+target, nil)
+	// The target alone is parsed, as a client's: server-name need not be a
+	// URL host (an IPv6 literal has no brackets there).
+	path, _, _ := strings.Cut(target, "#") // nginx's end of the target, as serve's
+	u, err := url.ParseRequestURI(path)
 	if err != nil {
 		return fmt.Errorf("%w: %w", resolve.ErrBadPath, err)
 	}
-	r.RequestURI = target
+	r, err := http.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
+	if err != nil {
+		return err
+	}
+	r.URL, r.Host, r.RequestURI = u, host, target
 	r.RemoteAddr = "127.0.0.1"
 	r.Header.Set("User-Agent", "realroot-warmup")
 

@@ -46,6 +46,34 @@ var (
 	mapPool  = sync.Pool{New: func() any { return zapcore.NewMapObjectEncoder() }}
 )
 
+// The fields a line shows, by index in an entry's lineFields.
+const (
+	fRemoteAddr = iota
+	fMethod
+	fURI
+	fProto
+	fStatus
+	fBytes
+	fDuration
+	fUpstream
+	fReferer
+	fUserAgent
+	fRelease
+	fRequestID
+	numLineFields
+)
+
+// lineKeys are the field keys of the fields a line shows.
+var lineKeys = [numLineFields]string{
+	"remote_addr", "method", "uri", "proto", "status", "bytes",
+	"duration", "upstream_duration", "referer", "user_agent", "release", "request_id",
+}
+
+// lineFields are an entry's fields by index: a missing one has UnknownType.
+// The fields are read as they are, without going through a
+// MapObjectEncoder, whose map boxes every value: no allocation per line.
+type lineFields [numLineFields]zapcore.Field
+
 // Clone copies the encoder and its fields.
 func (e *lineEncoder) Clone() zapcore.Encoder {
 	c := &lineEncoder{MapObjectEncoder: zapcore.NewMapObjectEncoder(), ltsv: e.ltsv}
@@ -57,59 +85,113 @@ func (e *lineEncoder) Clone() zapcore.Encoder {
 
 // EncodeEntry writes one line.
 func (e *lineEncoder) EncodeEntry(ent zapcore.Entry, fields []zapcore.Field) (*buffer.Buffer, error) {
-	m := mapPool.Get().(*zapcore.MapObjectEncoder)
-	defer func() { clear(m.Fields); mapPool.Put(m) }()
-	for k, v := range e.Fields {
-		m.Fields[k] = v
-	}
-	for _, f := range fields {
-		f.AddTo(m)
+	var f lineFields
+	for _, fd := range fields {
+		for i, k := range lineKeys {
+			if fd.Key == k {
+				f[i] = fd
+				break
+			}
+		}
 	}
 	b := linePool.Get()
-	f := m.Fields
 	if e.ltsv {
 		b.AppendString("time:[")
 		b.AppendTime(ent.Time, clfTime)
 		b.AppendString("]\thost:")
-		appendEscaped(b, host(f["remote_addr"]))
-		for _, l := range []struct{ label, key string }{
-			{"method", "method"}, {"uri", "uri"}, {"protocol", "proto"}, {"status", "status"}, {"size", "bytes"},
+		e.appendField(b, &f, fRemoteAddr)
+		for _, l := range []struct {
+			label string
+			i     int
+		}{
+			{"method", fMethod}, {"uri", fURI}, {"protocol", fProto}, {"status", fStatus}, {"size", fBytes},
 		} {
 			b.AppendString("\t" + l.label + ":")
-			appendEscaped(b, text(f[l.key]))
+			e.appendField(b, &f, l.i)
 		}
 		b.AppendString("\treqtime:")
-		appendSeconds(b, f["duration"])
+		e.appendSeconds(b, &f, fDuration)
 		b.AppendString("\tapptime:")
-		appendSeconds(b, f["upstream_duration"])
-		for _, l := range []struct{ label, key string }{
-			{"referer", "referer"}, {"ua", "user_agent"}, {"release", "release"}, {"request_id", "request_id"},
+		e.appendSeconds(b, &f, fUpstream)
+		for _, l := range []struct {
+			label string
+			i     int
+		}{
+			{"referer", fReferer}, {"ua", fUserAgent}, {"release", fRelease}, {"request_id", fRequestID},
 		} {
 			b.AppendString("\t" + l.label + ":")
-			appendEscaped(b, text(f[l.key]))
+			e.appendField(b, &f, l.i)
 		}
 	} else {
-		appendEscaped(b, host(f["remote_addr"]))
+		e.appendField(b, &f, fRemoteAddr)
 		b.AppendString(" - - [")
 		b.AppendTime(ent.Time, clfTime)
 		b.AppendString(`] "`)
-		appendEscaped(b, text(f["method"]))
+		e.appendField(b, &f, fMethod)
 		b.AppendByte(' ')
-		appendEscaped(b, text(f["uri"]))
+		e.appendField(b, &f, fURI)
 		b.AppendByte(' ')
-		appendEscaped(b, text(f["proto"]))
+		e.appendField(b, &f, fProto)
 		b.AppendString(`" `)
-		appendEscaped(b, text(f["status"]))
+		e.appendField(b, &f, fStatus)
 		b.AppendByte(' ')
-		appendEscaped(b, text(f["bytes"]))
+		e.appendField(b, &f, fBytes)
 		b.AppendString(` "`)
-		appendEscaped(b, text(f["referer"]))
+		e.appendField(b, &f, fReferer)
 		b.AppendString(`" "`)
-		appendEscaped(b, text(f["user_agent"]))
+		e.appendField(b, &f, fUserAgent)
 		b.AppendByte('"')
 	}
 	b.AppendByte('\n')
 	return b, nil
+}
+
+// appendField writes field i of f, escaped, or "-" when it is empty or
+// missing; a missing field is looked for in the encoder's own (With).
+// remote_addr is written without its port.
+func (e *lineEncoder) appendField(b *buffer.Buffer, f *lineFields, i int) {
+	fd := &f[i]
+	var s string
+	switch fd.Type {
+	case zapcore.StringType:
+		s = fd.String
+	case zapcore.Int64Type, zapcore.Int32Type, zapcore.Int16Type, zapcore.Int8Type:
+		b.AppendInt(fd.Integer)
+		return
+	case zapcore.Uint64Type, zapcore.Uint32Type, zapcore.Uint16Type, zapcore.Uint8Type:
+		b.AppendUint(uint64(fd.Integer))
+		return
+	case zapcore.UnknownType: // not in the entry
+		s = text(e.Fields[lineKeys[i]])
+	default:
+		m := mapPool.Get().(*zapcore.MapObjectEncoder)
+		fd.AddTo(m)
+		s = text(m.Fields[fd.Key])
+		clear(m.Fields)
+		mapPool.Put(m)
+	}
+	if i == fRemoteAddr {
+		s = host(s)
+	}
+	appendEscaped(b, s)
+}
+
+// appendSeconds writes duration field i of f in seconds with 3 decimals,
+// "-" when zero or missing.
+func (e *lineEncoder) appendSeconds(b *buffer.Buffer, f *lineFields, i int) {
+	var d time.Duration
+	switch fd := &f[i]; fd.Type {
+	case zapcore.DurationType:
+		d = time.Duration(fd.Integer)
+	case zapcore.UnknownType:
+		d, _ = e.Fields[lineKeys[i]].(time.Duration)
+	}
+	if d <= 0 {
+		b.AppendByte('-')
+		return
+	}
+	var scratch [24]byte
+	b.Write(strconv.AppendFloat(scratch[:0], d.Seconds(), 'f', 3, 64))
 }
 
 // clfTime is the Common Log Format's time, nginx's $time_local.
@@ -134,25 +216,12 @@ func text(v any) string {
 	return "?"
 }
 
-// host is remote_addr without its port.
-func host(v any) string {
-	s := text(v)
+// host is an address without its port.
+func host(s string) string {
 	if h, _, err := net.SplitHostPort(s); err == nil {
 		return h
 	}
 	return s
-}
-
-// appendSeconds writes a duration in seconds with 3 decimals, "-" when zero
-// or missing.
-func appendSeconds(b *buffer.Buffer, v any) {
-	d, _ := v.(time.Duration)
-	if d <= 0 {
-		b.AppendByte('-')
-		return
-	}
-	var scratch [24]byte
-	b.Write(strconv.AppendFloat(scratch[:0], d.Seconds(), 'f', 3, 64))
 }
 
 // appendEscaped writes s with nginx's escaping, or "-" when s is empty.
