@@ -18,9 +18,9 @@ import (
 	"realroot/proxy/fcgi"
 )
 
-// obsrevGet sends method url with a deadline, so that a hung request fails
+// getWithin sends method url with a deadline, so that a hung request fails
 // the test instead of hanging it.
-func obsrevGet(t *testing.T, method, url string, d time.Duration, hdr ...string) (*http.Response, []byte, error) {
+func getWithin(t *testing.T, method, url string, d time.Duration, hdr ...string) (*http.Response, []byte, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -75,7 +75,7 @@ func TestInternalFIFO(t *testing.T) {
 		}
 	})
 	for _, give := range []string{"accel", "sendfile"} {
-		resp, body, err := obsrevGet(t, "GET", ts.URL+"/download?"+give, 3*time.Second)
+		resp, body, err := getWithin(t, "GET", ts.URL+"/download?"+give, 3*time.Second)
 		if err != nil {
 			t.Errorf("%s: %v; want a 404 at once (the request hangs opening the FIFO)", give, err)
 			continue
@@ -115,6 +115,46 @@ func TestWarmServerName(t *testing.T) {
 		if p["HTTP_HOST"] != want.host || p["SERVER_NAME"] != want.host || p["REQUEST_URI"] != want.uri || p["QUERY_STRING"] != want.query {
 			t.Errorf("request %d: HTTP_HOST %q SERVER_NAME %q REQUEST_URI %q QUERY_STRING %q; want %q %q %q %q", i,
 				p["HTTP_HOST"], p["SERVER_NAME"], p["REQUEST_URI"], p["QUERY_STRING"], want.host, want.host, want.uri, want.query)
+		}
+	}
+}
+
+// TestInternalRedirectPOSTConditional: PHP answers a POST with
+// X-Accel-Redirect; nginx serves the file as a GET (its internal redirect
+// turns any method but HEAD into GET), so a matching If-None-Match gets
+// 304, not the 412 a POST gets, and If-Match works as for a GET.
+func TestInternalRedirectPOSTConditional(t *testing.T) {
+	files := t.TempDir()
+	if err := os.WriteFile(filepath.Join(files, "report.txt"), []byte("report\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(files, "report.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := etag(fi.ModTime().Unix(), fi.Size())
+	fake := func(req *fcgitest.Request, w io.Writer) error {
+		_, err := io.WriteString(w, "X-Accel-Redirect: /protected/report.txt\r\n\r\n")
+		return err
+	}
+	ts, _ := newFakeSite(t, map[string]string{"index.php": "<?php"}, Options{
+		FrontController:   "/index.php",
+		InternalLocations: map[string]string{"/protected/": files},
+	}, fake)
+	for _, tt := range []struct {
+		header, value string
+		want          int
+	}{
+		{"If-None-Match", tag, http.StatusNotModified},
+		{"If-Match", tag, http.StatusOK},
+		{"If-Match", `"other"`, http.StatusPreconditionFailed},
+	} {
+		resp, body, err := getWithin(t, "POST", ts.URL+"/download", 3*time.Second, tt.header, tt.value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != tt.want {
+			t.Errorf("POST with %s: %s: got %d %q; want %d", tt.header, tt.value, resp.StatusCode, body, tt.want)
 		}
 	}
 }

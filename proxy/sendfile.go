@@ -123,6 +123,13 @@ func (h *Handler) serveInternal(w *recorder, r *http.Request, x *exchange, resp 
 	}
 	hd.Set("ETag", etag(fi.ModTime().Unix(), fi.Size()))
 	ignoreOtherRanges(r)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// Served as a GET, as nginx's internal redirect does: a POST's
+		// matching If-None-Match is a 304, not a 412.
+		get := *r
+		get.Method = http.MethodGet
+		r = &get
+	}
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	return nil
 }
