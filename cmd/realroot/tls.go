@@ -318,23 +318,28 @@ func loadCerts(certFiles, keyFiles []string) (*certSet, error) {
 
 // certificate is the pair for hello's server name: the first whose names
 // match exactly, then by wildcard, that the client supports (an ECDSA and
-// an RSA certificate may share names), else the first that matches, else
-// the first pair.
+// an RSA certificate may share names), else the first that matches. With
+// no name, or one that none matches, it is the first pair the client
+// supports, else the first: the default, as nginx's default server picks
+// among its certificates.
 func (s *certSet) certificate(hello *tls.ClientHelloInfo) *tls.Certificate {
 	name := strings.TrimSuffix(strings.ToLower(hello.ServerName), ".")
 	cands := s.byName[name]
 	if i := strings.IndexByte(name, '.'); i > 0 {
 		cands = append(cands[:len(cands):len(cands)], s.byName["*"+name[i:]]...)
 	}
+	if len(cands) == 0 {
+		// SupportsCertificate also wants the name in the certificate.
+		anyName := *hello
+		anyName.ServerName = ""
+		hello, cands = &anyName, s.certs
+	}
 	for _, c := range cands {
 		if hello.SupportsCertificate(c) == nil {
 			return c
 		}
 	}
-	if len(cands) > 0 {
-		return cands[0]
-	}
-	return s.certs[0]
+	return cands[0]
 }
 
 // describe is check's detail: each certificate's names and expiry.

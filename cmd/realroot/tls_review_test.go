@@ -5,19 +5,14 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,41 +22,6 @@ import (
 
 	"realroot/internal/fcgitest"
 )
-
-// tlsrevLeaf writes a certificate signed by ca for the DNS names (none
-// allowed) and its key to certFile and keyFile.
-func tlsrevLeaf(t *testing.T, ca *testCA, certFile, keyFile string, names ...string) int64 {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial := ca.serial.Add(1)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: "tlsrev"},
-		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return serial
-}
 
 // TestTLSHandshakeErrorsNotWarned: a load balancer's TCP health check
 // connects and closes (with HAProxy's check-send-proxy, after a PROXY
@@ -121,8 +81,8 @@ func TestTLSNamelessCertWarning(t *testing.T) {
 	dir := t.TempDir()
 	aCert, aKey := filepath.Join(dir, "a.pem"), filepath.Join(dir, "a.key")
 	nCert, nKey := filepath.Join(dir, "n.pem"), filepath.Join(dir, "n.key")
-	tlsrevLeaf(t, ca, aCert, aKey, "a.test")
-	tlsrevLeaf(t, ca, nCert, nKey)
+	ca.leaf(aCert, aKey, "a.test")
+	ca.leaf(nCert, nKey)
 	set, err := loadCerts([]string{aCert, nCert}, []string{aKey, nKey})
 	if err != nil {
 		t.Fatal(err)
@@ -262,5 +222,48 @@ func TestTLSResumedSessionAfterReload(t *testing.T) {
 		if resumed, _ := getOnce(); !resumed {
 			t.Errorf("TLS %x: sessions made after the reload are not resumed", version)
 		}
+	}
+}
+
+// TestTLSDefaultSupported: an ECDSA certificate first and an RSA one for
+// the same names. A client that sends no name (or one not configured) and
+// accepts only RSA gets the RSA certificate, as nginx's default server
+// with both does, not the first certificate it cannot use.
+func TestTLSDefaultSupported(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	ecCert, ecKey := filepath.Join(dir, "ec.pem"), filepath.Join(dir, "ec.key")
+	rsaCert, rsaKey := filepath.Join(dir, "rsa.pem"), filepath.Join(dir, "rsa.key")
+	ca.leaf(ecCert, ecKey, "a.test")
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.leafKey(rsaCert, rsaKey, key, "a.test")
+	set, err := loadCerts([]string{ecCert, rsaCert}, []string{ecKey, rsaKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaOnly := func(name string) *tls.ClientHelloInfo {
+		return &tls.ClientHelloInfo{
+			ServerName:        name,
+			CipherSuites:      []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256},
+			SupportedVersions: []uint16{tls.VersionTLS12},
+			SupportedCurves:   []tls.CurveID{tls.X25519, tls.CurveP256},
+			SupportedPoints:   []uint8{0},
+			SignatureSchemes:  []tls.SignatureScheme{tls.PKCS1WithSHA256, tls.ECDSAWithP256AndSHA256},
+		}
+	}
+	for _, name := range []string{"a.test", "", "other.test"} {
+		if got := set.certificate(rsaOnly(name)); got != set.certs[1] {
+			t.Errorf("server name %q, a client that accepts RSA only: got certificate %d; want the RSA one",
+				name, slices.Index(set.certs, got))
+		}
+	}
+	// A client that accepts both gets the first, the default.
+	both := rsaOnly("")
+	both.CipherSuites = append(both.CipherSuites, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+	if got := set.certificate(both); got != set.certs[0] {
+		t.Errorf("no server name, a client that accepts both: got certificate %d; want the first", slices.Index(set.certs, got))
 	}
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -70,7 +72,7 @@ func newTestCA(t *testing.T) *testCA {
 	return ca
 }
 
-// leaf writes a certificate for names, signed by ca, and its key to
+// leaf writes a certificate for names, signed by ca, and its ECDSA key to
 // certFile and keyFile (replacing them), and returns its serial number.
 func (ca *testCA) leaf(certFile, keyFile string, names ...string) int64 {
 	ca.t.Helper()
@@ -78,17 +80,26 @@ func (ca *testCA) leaf(certFile, keyFile string, names ...string) int64 {
 	if err != nil {
 		ca.t.Fatal(err)
 	}
+	return ca.leafKey(certFile, keyFile, key, names...)
+}
+
+// leafKey is leaf with the given key; names may be none.
+func (ca *testCA) leafKey(certFile, keyFile string, key crypto.Signer, names ...string) int64 {
+	ca.t.Helper()
 	serial := ca.serial.Add(1)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: names[0]},
+		Subject:      pkix.Name{CommonName: "realroot test leaf"},
 		DNSNames:     names,
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if _, ok := key.(*rsa.PrivateKey); ok {
+		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
 	if err != nil {
 		ca.t.Fatal(err)
 	}
