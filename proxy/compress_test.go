@@ -52,21 +52,9 @@ func newFakeSite(t *testing.T, files map[string]string, opts Options, fake fcgit
 // response with its body as sent: identityClient never decodes.
 func rawGet(t *testing.T, method, url string, hdr ...string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
+	resp, b, err := getWithin(t, method, url, time.Minute, hdr...)
 	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := identityClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, url, err)
+		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	return resp, b
 }

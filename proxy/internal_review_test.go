@@ -18,28 +18,6 @@ import (
 	"realroot/proxy/fcgi"
 )
 
-// getWithin sends method url with a deadline, so that a hung request fails
-// the test instead of hanging it.
-func getWithin(t *testing.T, method, url string, d time.Duration, hdr ...string) (*http.Response, []byte, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := identityClient.Do(req)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp, b, err
-}
-
 // TestInternalFIFO: an X-Accel-Redirect or X-Sendfile naming a FIFO in
 // an internal location or a sendfile dir is refused at once (404), as a
 // static FIFO is (resolve.Release.Open) and as nginx does (it opens with
