@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"realroot/proxy/admin"
@@ -89,7 +88,7 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// signalContext returns a context cancelled when SIGINT or SIGTERM arrives
+// signalContext returns a context cancelled when a stop signal arrives
 // on sigs, and its stop function.
 func signalContext(sigs <-chan os.Signal) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -97,7 +96,7 @@ func signalContext(sigs <-chan os.Signal) (context.Context, context.CancelFunc) 
 		for {
 			select {
 			case sig := <-sigs:
-				if sig == syscall.SIGINT || sig == syscall.SIGTERM {
+				if isStop(sig) {
 					cancel()
 					return
 				}

@@ -70,7 +70,7 @@ DESCRIPTION
     config file (--config), the environment and the flags. The file is TOML
     with keys named like the flags; unknown keys are errors. List flags
     repeat; in the environment their items are separated by commas (by
-    newlines for param and cache-control).
+    newlines for param, cache-control, header and internal-location).
 
 OPTIONS
 `)
@@ -92,7 +92,7 @@ OPTIONS
         Print this manual.
 
 SIGNALS
-    SIGTERM, SIGINT
+    SIGTERM, SIGINT, SIGQUIT
         Stop accepting connections, let in-flight requests finish (at most
         shutdown-timeout), then exit 0. A second one closes the connections
         at once. With a php-fpm child, php-fpm then gets SIGQUIT (its

@@ -28,8 +28,15 @@ var version = "dev"
 
 func main() {
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, sigs))
+}
+
+// isStop reports whether sig stops realroot gracefully: SIGTERM, SIGINT, or
+// SIGQUIT, the graceful stop of nginx and php-fpm and the STOPSIGNAL of the
+// php:*-fpm images, which docker stop and Kubernetes send.
+func isStop(sig os.Signal) bool {
+	return sig == syscall.SIGTERM || sig == syscall.SIGINT || sig == syscall.SIGQUIT
 }
 
 // run is main with its world passed in; it returns the exit status. sigs

@@ -87,7 +87,8 @@ type exitCode int
 
 func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
-// run serves until SIGTERM or SIGINT (or php-fpm's death), then drains.
+// run serves until SIGTERM, SIGINT or SIGQUIT (or php-fpm's death), then
+// drains.
 // With argv, it starts php-fpm first and waits until it accepts. ready, if
 // not nil, gets the listeners' addresses once they accept.
 func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready func([]net.Addr)) error {
@@ -213,7 +214,7 @@ loop:
 	for {
 		select {
 		case sig := <-sigs:
-			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+			if isStop(sig) {
 				d.log.Info("signal received; draining", zap.Stringer("signal", sig))
 				break loop
 			}
@@ -235,7 +236,7 @@ loop:
 const shutdownGrace = 5 * time.Second
 
 // drain stops accepting, lets in-flight requests finish with a fresh
-// context (a second SIGTERM or SIGINT cuts the wait short), stops the
+// context (a second stop signal cuts the wait short), stops the
 // generations (closing every FastCGI client), then the admin listener (nil:
 // none), waits for on-drain commands, and stops php-fpm. It returns result,
 // or php-fpm's status when that is not 0.
@@ -250,7 +251,7 @@ func (d *daemon) drain(hsrv httpServer, adm *adminListener, srv *server, ch *chi
 		for {
 			select {
 			case sig := <-sigs:
-				if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+				if isStop(sig) {
 					d.log.Warn("second signal; closing connections", zap.Stringer("signal", sig))
 					cancel()
 					return
@@ -294,8 +295,8 @@ func (d *daemon) drain(hsrv httpServer, adm *adminListener, srv *server, ch *chi
 	return result
 }
 
-// waitChild waits until php-fpm accepts on every fastcgi address. SIGTERM
-// and SIGINT meanwhile stop it; the other signals are returned, for run to
+// waitChild waits until php-fpm accepts on every fastcgi address. A stop
+// signal (isStop) meanwhile stops it; the other signals are returned, for run to
 // handle once serving. It returns an error when realroot must stop.
 func (d *daemon) waitChild(ch *child, sigs <-chan os.Signal) (pending []os.Signal, err error) {
 	var addrs [][2]string
@@ -317,8 +318,8 @@ func (d *daemon) waitChild(ch *child, sigs <-chan os.Signal) (pending []os.Signa
 			}
 			return pending, nil
 		case sig := <-sigs:
-			switch sig {
-			case syscall.SIGTERM, syscall.SIGINT:
+			switch {
+			case isStop(sig):
 				d.log.Info("signal received while php-fpm starts; stopping", zap.Stringer("signal", sig))
 				cancel()
 				<-readyc
@@ -336,7 +337,7 @@ func (d *daemon) waitChild(ch *child, sigs <-chan os.Signal) (pending []os.Signa
 	}
 }
 
-// signal handles a signal other than SIGTERM and SIGINT while serving.
+// signal handles a signal other than a stop signal while serving.
 func (d *daemon) signal(sig os.Signal, srv *server, ch *child) {
 	switch sig {
 	case syscall.SIGHUP:
