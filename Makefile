@@ -10,8 +10,10 @@ all: test
 deps:
 	scripts/deps.sh
 
+# DEMO_FLAGS passes flags on to realroot demo: DEMO_FLAGS=--listen=127.0.0.1:8081
+# when 8080 is taken.
 demo: deps
-	$(GO) run ./cmd/realroot demo
+	$(GO) run ./cmd/realroot demo $(DEMO_FLAGS)
 
 # The CI command (.ci/run) and the README's: formatting and vet findings fail
 # the build before the tests run. The command's and proxy's tests run a second

@@ -526,7 +526,8 @@ steal_pct() {
 # measure WORKLOAD FRONT SECONDS: one run; prints "rps p50 p99 err n". It
 # fails, showing the output, when the load generator gave no figures.
 measure() {
-	local w=$1 f=$2 secs=$3 out url="http://127.0.0.1:${port_of[$f]:-}${url_path[$w]}" figures='^Requests/sec:'
+	local w=$1 f=$2 secs=$3 out figures='^Requests/sec:'
+	local url="http://127.0.0.1:${port_of[$f]:-}${url_path[$w]}" # after w and f are set
 	case $w in
 	gzip*) set -- -H 'Accept-Encoding: gzip' ;;
 	*) set -- ;;

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"realroot/conf"
 )
@@ -34,7 +35,14 @@ func demo(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal) error 
 	if err := fs.Parse(args); err != nil {
 		return &usageError{err}
 	}
-	if *dir == "" {
+	if *dir != "" {
+		// The root and the socket must be absolute: --dir site is ./site.
+		d, err := filepath.Abs(*dir)
+		if err != nil {
+			return err
+		}
+		*dir = d
+	} else {
 		d, err := os.MkdirTemp("", "realroot-demo-")
 		if err != nil {
 			return err
@@ -70,7 +78,7 @@ func demo(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal) error 
 	defer logs.close()
 	d := &daemon{cfg: c, logs: logs, log: logs.main, reload: func() (conf.Config, error) { return c, nil }}
 	rel := func(name string) string { return filepath.Join(*dir, "releases", name) }
-	return d.run(argv, stderr, stderr, sigs, func(addrs []net.Addr) {
+	err = d.run(argv, stderr, stderr, sigs, func(addrs []net.Addr) {
 		fmt.Fprintf(stdout, `
 realroot demo: http://%s/
   site:    %s   (current -> releases/%s)
@@ -82,6 +90,11 @@ Stop with Ctrl-C.
 			rel(demoReleases[1]), *dir, *dir, *dir,
 			rel(demoReleases[0]), *dir)
 	})
+	if errors.Is(err, syscall.EADDRINUSE) {
+		// make demo always asks for the default address.
+		return fmt.Errorf("%w: pass --listen 127.0.0.1:PORT (make demo DEMO_FLAGS=--listen=127.0.0.1:PORT)", err)
+	}
+	return err
 }
 
 // writeDemoSite writes every release and points current at the first.
