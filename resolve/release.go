@@ -160,6 +160,21 @@ func (r *Release) supersede(now time.Time) {
 	}
 }
 
+// abandon ends r, prepared but never made current (the link moved on while
+// it was prepared): no request was ever pinned to it. Its Drained closes, so
+// that what Prepare started for it (a managed php-fpm pool) stops, with no
+// "release drained" log and no OnDrain: it never served.
+func (r *Release) abandon(now time.Time) {
+	r.until.Store(now.UnixNano())
+	r.state.Or(supersededBit)
+	if r.drained.CompareAndSwap(false, true) {
+		r.drainedAt.Store(now.UnixNano())
+		if r.drainedC != nil {
+			close(r.drainedC)
+		}
+	}
+}
+
 // markDrained runs once per release, when it is superseded with nothing in
 // flight.
 func (r *Release) markDrained() {

@@ -222,6 +222,27 @@ func (rs *Releases) refresh(ctx context.Context, hit *atomic.Uint64) (bool, erro
 		if err := rs.prepareRelease(ctx, next, cur); err != nil {
 			return false, err
 		}
+		// The link may have moved while next was prepared (a rollback, or
+		// the release after it): what it names now is prepared in turn and
+		// goes live instead, a new generation even when it is cur's
+		// directory (Prepare may have moved cur's php-fpm pool on), and
+		// next is abandoned. Should that prepare fail, next, prepared,
+		// goes live as before; the poll sees the link differ and tries
+		// again.
+		for range 4 {
+			moved, err := resolveRoot(rs.root)
+			if err != nil || moved.real == next.Root && os.SameFile(moved.dir, next.rootInfo) {
+				break
+			}
+			after := newRelease(moved, cur.Gen+1, time.Now(), rs.released)
+			rs.checkq.push(after, rs.checkOpts.Load().Off)
+			if rs.prepareRelease(ctx, after, next) != nil {
+				break
+			}
+			next.abandon(time.Now())
+			res, next = moved, after
+		}
+		rs.res = res
 		now = time.Now()
 		next.Since = now // Prepare has returned; the checks do not read Since
 	}
@@ -246,7 +267,9 @@ func (rs *Releases) refresh(ctx context.Context, hit *atomic.Uint64) (bool, erro
 }
 
 // prepareRelease runs Options.Prepare on next, logs how it went, and returns
-// an error when next must not become current.
+// an error when next must not become current. cur is what serves if it
+// fails: the current release, or, of the same generation, the release
+// prepared before the link moved on to next.
 func (rs *Releases) prepareRelease(ctx context.Context, next, cur *Release) error {
 	start := time.Now()
 	err := rs.prepare(ctx, next)
@@ -258,6 +281,14 @@ func (rs *Releases) prepareRelease(ctx context.Context, next, cur *Release) erro
 		return nil
 	}
 	rs.prepareFails.Add(1)
+	if rs.keepOnError && cur.Gen == next.Gen { // the link moved while cur was prepared
+		rs.log.Warn("release prepare failed; switching to the release prepared before it",
+			zap.String("release", next.Root),
+			zap.String("prepared_release", cur.Root),
+			zap.Duration("duration", time.Since(start)),
+			zap.Error(err))
+		return fmt.Errorf("prepare %s: %w", next.Root, err)
+	}
 	if rs.keepOnError {
 		rs.log.Warn("release prepare failed; keeping current release",
 			zap.String("release", next.Root),
