@@ -98,7 +98,7 @@ func (c *conn) readRequest() (*http.Request, error) {
 	// then does not refill it, and it stays readable after.
 	var raw []byte
 	if b, _ := c.br.Peek(c.br.Buffered()); len(b) > 0 {
-		if end := bytes.Index(b, crlfcrlf); end >= 0 {
+		if end := headerEnd(b); end >= 0 {
 			raw = b[:end]
 		}
 	}
@@ -166,15 +166,33 @@ func ambiguousFraming(req *http.Request, raw []byte) bool {
 	return false
 }
 
+// headerEnd returns the length of the request line and fields at the start
+// of b, up to the empty line that ends them, or -1 if b does not hold it.
+// As for http.ReadRequest (textproto), a line ends at an LF, with or
+// without a CR before it: a field after a bare LF is a field.
+func headerEnd(b []byte) int {
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		i += j + 1
+		if rest := b[i:]; len(rest) > 0 && rest[0] == '\n' || bytes.HasPrefix(rest, []byte("\r\n")) {
+			return i
+		}
+	}
+}
+
 // hasField reports whether a line of raw after the request line begins
-// with name (lower case, with its colon), in any case.
+// with name (lower case, with its colon), in any case. Lines end at LF, as
+// in headerEnd.
 func hasField(raw []byte, name string) bool {
 	for {
-		i := bytes.Index(raw, []byte("\r\n"))
+		i := bytes.IndexByte(raw, '\n')
 		if i < 0 {
 			return false
 		}
-		raw = raw[i+2:]
+		raw = raw[i+1:]
 		if len(raw) >= len(name) && bytes.EqualFold(raw[:len(name)], []byte(name)) {
 			return true
 		}
