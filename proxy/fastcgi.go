@@ -93,6 +93,11 @@ func (h *Handler) serveFastCGI(w *recorder, r *http.Request, x *exchange) error 
 	}()
 	x.finish.Context = r.Context()
 	resp, err := h.upstream.Do(&x.finish, req)
+	if errors.Is(err, fcgi.ErrParamTooLong) {
+		// A header (or the target) too long for FastCGI: the client's, and
+		// php-fpm never saw it. nginx: 500, "fastcgi request record is too big".
+		return &httpError{status: http.StatusRequestHeaderFieldsTooLarge, msg: "request header too large for FastCGI", err: err}
+	}
 	if err != nil {
 		return upstreamError(err, r.Context().Err() != nil)
 	}

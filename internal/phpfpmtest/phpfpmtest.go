@@ -49,6 +49,9 @@ type Options struct {
 type Server struct {
 	// Socket is the absolute path of the pool's unix socket.
 	Socket string
+	// Network and Address are where the pool listens: "unix" and Socket,
+	// or "tcp" and host:port when Options.Pool sets listen to one.
+	Network, Address string
 	// Dir is the private temp dir holding config, logs and the socket.
 	Dir string
 
@@ -103,6 +106,10 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatal(err)
 	}
 	s := &Server{Socket: filepath.Join(dir, "php-fpm.sock"), Dir: dir, bin: bin}
+	s.Network, s.Address = "unix", s.Socket
+	if l := opts.Pool["listen"]; l != "" && !strings.HasPrefix(l, "/") {
+		s.Network, s.Address = "tcp", l
+	}
 	t.Cleanup(func() {
 		if err := s.Stop(); err != nil {
 			t.Errorf("phpfpmtest: stop: %v\n%s", err, s.Log())
@@ -278,7 +285,7 @@ func (s *Server) waitReady() error {
 	s.mu.Unlock()
 	deadline := time.Now().Add(startTimeout)
 	for {
-		c, err := net.DialTimeout("unix", s.Socket, time.Second)
+		c, err := net.DialTimeout(s.Network, s.Address, time.Second)
 		if err == nil {
 			c.Close()
 			return nil
@@ -292,7 +299,7 @@ func (s *Server) waitReady() error {
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("php-fpm socket %s not accepting after %v: %v", s.Socket, startTimeout, err)
+			return fmt.Errorf("php-fpm socket %s not accepting after %v: %v", s.Address, startTimeout, err)
 		}
 	}
 }

@@ -257,15 +257,30 @@ func (c *Client) attempt(ctx context.Context, pc *pconn, req *gofast.Request, bu
 }
 
 // peerDraining reports whether php-fpm, which ended the connection before
-// any byte of the response, still reads it. At pm.max_requests php-fpm
-// half-closes a kept connection and reads until it is closed, discarding
-// (php-src main/fastcgi.c, fcgi_close); a worker that died has closed it
-// whole. It writes an FCGI_ABORT_REQUEST: on a unix socket closed whole the
-// write fails (EPIPE); over TCP it is answered by a reset, which the read
-// that follows sees instead of the end of the stream it already had. A reset
-// that takes longer than the read's 50 ms to come back (php-fpm on another
-// host) goes unseen, and the request is retried.
+// any byte of the response, did not run the request. At pm.max_requests
+// php-fpm half-closes a kept connection and reads until it is closed,
+// discarding (php-src main/fastcgi.c, fcgi_close); a worker that died has
+// closed it whole. A reset instead of the end of the stream means php-fpm
+// closed with bytes of ours unread: a worker that died, maybe running it.
+// Else it writes an FCGI_ABORT_REQUEST, which fails once the connection is
+// closed whole:
+//   - on a unix socket, php-fpm closed it after the request arrived (sending
+//     it had failed otherwise): a worker that died, maybe running it;
+//   - over TCP, a reset came back after the end of the stream. Only the
+//     request can have drawn it, by reaching a connection php-fpm had
+//     closed whole before (while it was idle: a reload, a restart,
+//     request_terminate_timeout), which it never read.
+//
+// Otherwise the read that follows tells: the end of the stream, php-fpm
+// still reads. Over TCP a worker that died after reading the whole request,
+// its FCGI_STDIN included, closed without a reset, and this write draws
+// one only after it returns: that worker is taken for a draining one
+// (php-fpm leaves a GET's empty FCGI_STDIN unread while the script runs,
+// so it dies with a reset).
 func (x *exchange) peerDraining() bool {
+	if x.dr.err != io.EOF {
+		return false
+	}
 	var rec [headerLen]byte
 	putHeader(rec[:], typeAbortRequest, requestID, 0, 0)
 	deadline := time.Now().Add(50 * time.Millisecond)
@@ -273,7 +288,8 @@ func (x *exchange) peerDraining() bool {
 		return false
 	}
 	if _, err := x.conn.Write(rec[:]); err != nil {
-		return false
+		_, tcp := x.conn.(*net.TCPConn)
+		return tcp && !isTimeout(err)
 	}
 	var b [1]byte
 	_, err := x.conn.Read(b[:])

@@ -300,8 +300,8 @@ func TestDoParamTooLong(t *testing.T) {
 	stdin := &closeTracker{Reader: endless{}}
 	params := map[string]string{"HTTP_X_HUGE": strings.Repeat("v", 70000)}
 	_, err := c.Do(context.Background(), &gofast.Request{Params: params, Stdin: stdin})
-	if !errors.Is(err, errParamTooLong) {
-		t.Errorf("got %v; want errParamTooLong", err)
+	if !errors.Is(err, ErrParamTooLong) {
+		t.Errorf("got %v; want ErrParamTooLong", err)
 	}
 	if !stdin.isClosed() {
 		t.Errorf("Stdin not closed")

@@ -402,7 +402,7 @@ func checkIdle(t *testing.T, c *Client) {
 
 // FuzzParams: any set of params is encoded into records of at most
 // maxContent bytes that decode to the same set, or refused whole with
-// errParamTooLong when one pair cannot fit in a record.
+// ErrParamTooLong when one pair cannot fit in a record.
 func FuzzParams(f *testing.F) {
 	f.Add("SCRIPT_FILENAME", "/srv/x.php", "", "", 0, 0)
 	f.Add("A", "b", "N", "v", 127, 128)
@@ -420,8 +420,8 @@ func FuzzParams(f *testing.F) {
 			tooLong = tooLong || pairLen(k, v) > maxContent
 		}
 		if tooLong {
-			if !errors.Is(err, errParamTooLong) || string(b) != "prefix" {
-				t.Fatalf("oversized pair: %d bytes, %v; want errParamTooLong and b unchanged", len(b), err)
+			if !errors.Is(err, ErrParamTooLong) || string(b) != "prefix" {
+				t.Fatalf("oversized pair: %d bytes, %v; want ErrParamTooLong and b unchanged", len(b), err)
 			}
 			return
 		}

@@ -81,6 +81,7 @@ type deadlineReader struct {
 	pc      *pconn
 	timeout time.Duration
 	n       int64
+	err     error // of the last read from conn
 	// first, if set, watches an exchange on a new connection until its
 	// first byte (see pool.put); ended at the first byte or at release.
 	first *firstByteWatch
@@ -92,6 +93,7 @@ func (r *deadlineReader) Read(p []byte) (int, error) {
 	}
 	n, err := r.pc.conn.Read(p)
 	r.n += int64(n)
+	r.err = err
 	if n > 0 {
 		r.answered()
 	}

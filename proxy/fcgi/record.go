@@ -59,10 +59,11 @@ const (
 // holds one record header and one chunk.
 const stdinChunk = 32 << 10
 
-// errParamTooLong: a single name-value pair does not fit in one record.
-// php-fpm parses each FCGI_PARAMS record on its own, so a pair cannot
-// straddle two records.
-var errParamTooLong = errors.New("fastcgi: param larger than a record")
+// ErrParamTooLong: a single name-value pair does not fit in one record
+// (65,535 bytes). php-fpm parses each FCGI_PARAMS record on its own, so a
+// pair cannot straddle two records. Do returns it, wrapped, before it
+// takes a connection: nothing was sent.
+var ErrParamTooLong = errors.New("fastcgi: param larger than a record")
 
 // putHeader writes a record header into b[:headerLen].
 func putHeader(b []byte, typ byte, id uint16, contentLen, paddingLen int) {
@@ -154,7 +155,7 @@ func newParamsEncoder(b []byte, id uint16) paramsEncoder {
 func (e *paramsEncoder) add(name, value string) error {
 	n := pairLen(name, value)
 	if n > maxContent {
-		return errParamTooLong
+		return ErrParamTooLong
 	}
 	if len(e.b)-e.start-headerLen+n > maxContent {
 		putHeader(e.b[e.start:], typeParams, e.id, len(e.b)-e.start-headerLen, 0)

@@ -180,8 +180,8 @@ func TestAppendParams(t *testing.T) {
 
 func TestAppendParamsTooLong(t *testing.T) {
 	_, err := appendParams([]byte("x"), 1, map[string]string{"HUGE": strings.Repeat("v", maxContent)})
-	if !errors.Is(err, errParamTooLong) {
-		t.Errorf("got %v; want errParamTooLong", err)
+	if !errors.Is(err, ErrParamTooLong) {
+		t.Errorf("got %v; want ErrParamTooLong", err)
 	}
 }
 
