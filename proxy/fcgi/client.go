@@ -104,6 +104,9 @@ type Client struct {
 	DisableKeepAlive bool
 
 	pool pool
+
+	// starveAfter, if set, replaces the package's starveAfter (tests).
+	starveAfter time.Duration
 }
 
 // Response is php-fpm's answer: the parsed CGI header block and a body that

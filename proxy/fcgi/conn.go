@@ -101,7 +101,7 @@ func newExchange(ctx context.Context, pc *pconn, c *Client) *exchange {
 	if !pc.reused && x.keep {
 		// A new connection may sit in php-fpm's accept queue until a
 		// worker is free; see pool.put.
-		x.dr.first = newFirstByteWatch(&c.pool)
+		x.dr.first = newFirstByteWatch(&c.pool, orDefault(c.starveAfter, starveAfter))
 	}
 	x.br = readerPool.Get().(*bufio.Reader)
 	x.br.Reset(&x.dr)

@@ -3,6 +3,7 @@ package fcgi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/yookoala/gofast"
 
 	"realroot/internal/phpfpmtest"
+	"realroot/internal/testutil"
 )
 
 // startFPM starts php-fpm with opts and phpScripts in its docroot, and a
@@ -363,5 +365,62 @@ func TestPHPPoolTerminateTimeout(t *testing.T) {
 	// (1.3 sec), terminating.
 	if s, log := c.Stats(), srv.Log(); s.Reuses != 1 || s.Retries != 1 || s.Dials != 2 || !strings.Contains(log, "execution timed out") {
 		t.Errorf("Stats() = %+v; want 1 reuse, 1 retry, 2 dials, and a timed out worker in php-fpm's log:\n%s", s, log)
+	}
+}
+
+// TestPHPPoolIdleYieldsToQueued: MaxConns above pm.max_children. A request
+// on a new connection waits in php-fpm's accept queue while the one worker
+// serves a kept connection; that exchange ends and its connection goes idle
+// before the new one is suspected of waiting for a worker, and no other
+// request follows. The idle connection holds the worker: it must be closed
+// once the wait is noticed, not after IdleTimeout (here a minute; the
+// request would time out first).
+func TestPHPPoolIdleYieldsToQueued(t *testing.T) {
+	srv := phpfpmtest.Start(t, phpfpmtest.Options{Workers: 1})
+	docroot := filepath.Join(srv.Dir, "www")
+	if err := os.Mkdir(docroot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	scripts := map[string]string{
+		"hold.php": `<?php touch(__DIR__ . '/started');
+for ($i = 0; $i < 500 && !file_exists(__DIR__ . '/go'); $i++) { usleep(10000); clearstatcache(); }
+echo 'held';`,
+		"hello.php": `<?php echo 'hello';`,
+	}
+	for name, src := range scripts {
+		if err := os.WriteFile(filepath.Join(docroot, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := closeAtCleanup(t, &Client{Network: "unix", Address: srv.Socket, MaxConns: 2,
+		IdleTimeout: time.Minute, ReadTimeout: 10 * time.Second,
+		starveAfter: 2 * time.Second}) // the first exchange ends well within it
+	get := func(script string) chan string {
+		out := make(chan string, 1)
+		go func() {
+			_, body, err := fetch(t, c, &gofast.Request{Params: phpParams(docroot, "GET", script, "")})
+			out <- fmt.Sprintf("%s %v", body, err)
+		}()
+		return out
+	}
+	held := get("hold.php")
+	testutil.WaitFor(t, "hold.php started", func() bool {
+		_, err := os.Stat(filepath.Join(docroot, "started"))
+		return err == nil
+	})
+	hello := get("hello.php")
+	testutil.WaitFor(t, "a second connection", func() bool { return c.Stats().Dials == 2 })
+	if err := os.WriteFile(filepath.Join(docroot, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-held; got != "held <nil>" {
+		t.Fatalf("hold.php: %s", got)
+	}
+	start := time.Now()
+	if got := <-hello; got != "hello <nil>" {
+		t.Fatalf("hello.php, queued behind an idle kept connection: %s after %v; want hello", got, time.Since(start))
+	}
+	if s := c.Stats(); s.Yielded != 1 {
+		t.Errorf("Stats() = %+v; want 1 yielded", s)
 	}
 }

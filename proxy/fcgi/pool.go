@@ -277,21 +277,39 @@ func (p *pool) put(pc *pconn) {
 const starveAfter = 10 * time.Millisecond
 
 // firstByteWatch counts an exchange on a new connection in pool.starving
-// once it has waited starveAfter for its first byte, until it gets it.
+// once it has waited starveAfter for its first byte, until it gets it, and
+// then closes an idle connection (yieldIdle).
 type firstByteWatch struct {
 	p     *pool
 	t     *time.Timer
 	state atomic.Int32 // 0 waiting, 1 counted in p.starving, 2 done
 }
 
-func newFirstByteWatch(p *pool) *firstByteWatch {
+func newFirstByteWatch(p *pool, after time.Duration) *firstByteWatch {
 	w := &firstByteWatch{p: p}
-	w.t = time.AfterFunc(starveAfter, func() {
+	w.t = time.AfterFunc(after, func() {
 		if w.state.CompareAndSwap(0, 1) {
 			p.starving.Add(1)
+			p.yieldIdle()
 		}
 	})
 	return w
+}
+
+// yieldIdle closes the oldest idle connection, if any, when an exchange on
+// a new connection is found waiting: an idle connection still holds its
+// php-fpm worker, and with no exchange ending after it (put) the waiting
+// one would wait until IdleTimeout.
+func (p *pool) yieldIdle() {
+	p.mu.Lock()
+	pc := p.popIdle(0)
+	p.mu.Unlock()
+	if pc == nil {
+		return
+	}
+	p.yielded.Add(1)
+	pc.conn.Close()
+	p.drop()
 }
 
 func (w *firstByteWatch) done() {
