@@ -242,8 +242,9 @@ func TestPHPPoolWorkers(t *testing.T) {
 	})
 	t.Run("MaxConns > pm.max_children, burst", func(t *testing.T) {
 		// 2 of the 4 connections wait in php-fpm's accept queue while the
-		// other 2 serve the burst; once it is served they go idle, are closed
-		// after IdleTimeout, and the workers take the waiting ones.
+		// other 2 serve the burst; those are closed as their exchanges end,
+		// or once idle (at the latest after IdleTimeout), and the workers
+		// take the waiting ones.
 		_, c, docroot := startFPM(t, phpfpmtest.Options{Workers: 2}, 4)
 		c.IdleTimeout = 200 * time.Millisecond
 		errs, slowest, n := load(c, docroot, 0, true)
