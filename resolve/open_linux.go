@@ -76,11 +76,11 @@ func (r *Release) openPinned(name string) (f *os.File, fi fs.FileInfo, done bool
 	return os.NewFile(uintptr(fd), r.Path(name)), newFileInfo(base, &st), true, nil
 }
 
-// holds reports whether real, a realpath, is below Root or the deploy
-// directory, or below the pinned directory where it is now (renamed by a copy
-// deploy, Root names another directory).
+// holds reports whether real, a realpath, is below Root, the deploy
+// directory or the release directory, or below the pinned directory where
+// it is now (renamed by a copy deploy, Root names another directory).
 func (r *Release) holds(real string) bool {
-	if below(real, r.Root) || r.base != "" && below(real, r.base) {
+	if r.inside(real) {
 		return true
 	}
 	now, err := os.Readlink("/proc/self/fd/" + strconv.FormatUint(uint64(r.dirFD), 10))

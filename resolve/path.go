@@ -148,11 +148,18 @@ func (r *Release) openByPath(name string) (*os.File, fs.FileInfo, error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("open %s: locate opened file: %w", f.Name(), err)
 	}
-	if !below(real, r.Root) && (r.base == "" || !below(real, r.base)) {
+	if !r.inside(real) {
 		f.Close()
 		return nil, nil, fmt.Errorf("open %s: %s: %w", f.Name(), real, ErrOutside)
 	}
 	return f, fi, nil
+}
+
+// inside reports whether real, a realpath, is below Root, the deploy
+// directory or the release directory: where a symlink in the release may
+// lead.
+func (r *Release) inside(real string) bool {
+	return below(real, r.Root) || r.base != "" && below(real, r.base) || r.release != "" && below(real, r.release)
 }
 
 // below reports whether p is dir or inside it; both are clean and absolute.

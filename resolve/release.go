@@ -10,18 +10,23 @@
 // # The deploy directory and symlinks inside a release
 //
 // The deploy directory of a root is the realpath of the directory that holds
-// the last symlink met while resolving the root: for /srv/app/current/public
-// with current -> releases/B it is /srv/app. With no symlink in the root it is
-// the root itself, and so it is when the last link's target is not below that
-// directory, or that directory is /: such a link (/var/www -> /data/www) is
-// an alias of the site, and its directory holds more than the site.
+// its deploy link: the first symlink met while resolving the root that
+// points below its own directory, to a directory that holds the root. For
+// /srv/app/current/public with current -> releases/B it is /srv/app, and the
+// release directory is /srv/app/releases/B, whatever links come after
+// (public -> web inside the release, releases -> /data/releases). A link
+// before it whose target is not below its directory, or whose directory is
+// /, is an alias of the site (/var/www -> /data/www): its directory holds
+// more than the site. With no deploy link the deploy directory is the root
+// itself.
 //
 // Release.Open follows symlinks inside a release only while the file they lead
-// to stays below the release's Root or below the deploy directory. So the
-// Deployer/Capistrano layout, storage -> ../../shared/storage, is served, and
-// a link to /etc/passwd, or to a sibling such as /srv/app2, fails with
-// ErrOutside. Caveat: another release (/srv/app/releases/A) is inside the
-// deploy directory too, so a link from release B into release A is followed.
+// to stays below the release's Root, the release directory or the deploy
+// directory. So the Deployer/Capistrano layout, storage ->
+// ../../shared/storage, is served, and a link to /etc/passwd, or to a sibling
+// such as /srv/app2, fails with ErrOutside. Caveat: another release
+// (/srv/app/releases/A) is inside the deploy directory too, so a link from
+// release B into release A is followed.
 // Release.Stat does not apply the rule; only Open hands out content.
 //
 // # Deploys
@@ -51,18 +56,20 @@ type Release struct {
 	// symlink left in it, e.g. /srv/app/releases/20261121120000/public.
 	Root string
 	// Dir is the realpath of the release directory: the target of the
-	// root's deepest symlink, e.g. /srv/app/releases/20261121120000. It is
-	// Root itself, or one of its parents; Root when the root has no symlink.
+	// root's deploy link, e.g. /srv/app/releases/20261121120000 (see the
+	// package's doc). It is Root itself, or one of its parents; Root when
+	// the root has no symlink.
 	Dir string
 	// Gen numbers the releases of one Releases, from 1.
 	Gen uint64
 	// Since is when this release became current.
 	Since time.Time
 
-	// base is the realpath of the directory that holds the deepest symlink of
-	// the configured root (the deploy directory, e.g. /srv/app). Symlinks
-	// inside a release are followed only while they stay below Root or base.
-	base string
+	// base is the deploy directory (e.g. /srv/app), release the release
+	// directory when a deploy link leads to it, else "" (see deployDirs).
+	// Symlinks inside a release are followed only while they stay below
+	// Root, base or release.
+	base, release string
 	// rootInfo is the Stat of Root when resolved: a directory replaced in
 	// place at the same path is a new release.
 	rootInfo os.FileInfo
@@ -118,6 +125,7 @@ func newRelease(res *resolution, gen uint64, since time.Time, onDrain func(*Rele
 		Gen:      gen,
 		Since:    since,
 		base:     res.base,
+		release:  res.release,
 		rootInfo: res.dir,
 		drainedC: make(chan struct{}),
 		onDrain:  onDrain,

@@ -24,11 +24,14 @@ type link struct {
 // A resolution is the result of walking the configured root once. It is
 // never changed after resolveRoot returns.
 type resolution struct {
-	real  string      // realpath of the root, a directory
-	dir   os.FileInfo // Stat of real
-	base  string      // deploy directory: realpath of the last link's directory
-	top   string      // release directory (see releaseDir)
-	links []link      // in the order met
+	real string      // realpath of the root, a directory
+	dir  os.FileInfo // Stat of real
+	base string      // deploy directory (see deployDirs)
+	top  string      // release directory (see deployDirs)
+	// release is top when a deploy link leads to it (deployDirs), else "":
+	// links in the release may lead anywhere below it.
+	release string
+	links   []link // in the order met
 	// watch maps each directory to watch to the names in it whose events
 	// matter: the directory of every link, with every component walked in it.
 	// With no link it is the root's parent, with the root's name.
@@ -107,15 +110,7 @@ func resolveRoot(root string) (*resolution, error) {
 		}
 		return res, nil
 	}
-	last := res.links[len(res.links)-1]
-	res.base = filepath.Dir(last.path)
-	res.top = releaseDir(res.links, dir)
-	if res.base == "/" || !below(res.top, res.base) {
-		// The last link is an alias of the site's directory (/var/www ->
-		// /data/www), not a deploy link to a release beside it: its
-		// directory (/var, or /) holds more than the site's releases.
-		res.base = dir
-	}
+	res.base, res.top, res.release = deployDirs(res.links, dir)
 	for _, l := range res.links {
 		d := filepath.Dir(l.path)
 		res.watch[d] = names[d]
@@ -133,6 +128,33 @@ func resolveError(root, at string, err error) error {
 		return fmt.Errorf("resolve %s: %w", root, err)
 	}
 	return fmt.Errorf("resolve %s: %s: %w", root, at, err)
+}
+
+// deployDirs returns the deploy directory and the release directory of a
+// resolution to real, and the release directory again when a deploy link
+// leads to it. The deploy link is the first link met that points below its
+// own directory (current -> releases/B) to a directory that holds real: the
+// deploy directory is the link's directory, the release directory the
+// realpath of its target. Links met before it are aliases of the site
+// (/var/www -> /data/www: its directory holds more than the site); links
+// after it lead within the release (docroot -> web) or to where releases
+// are kept (releases -> /data/releases). With no deploy link, the deploy
+// directory is real itself and the release directory releaseDir's.
+func deployDirs(links []link, real string) (base, top, release string) {
+	for _, l := range links {
+		d := filepath.Dir(l.path) // a realpath
+		t := l.target
+		if !filepath.IsAbs(t) {
+			t = filepath.Join(d, t)
+		}
+		if d == "/" || t == d || !below(t, d) {
+			continue
+		}
+		if rt, err := filepath.EvalSymlinks(t); err == nil && below(real, rt) {
+			return d, rt, rt
+		}
+	}
+	return real, releaseDir(links, real), ""
 }
 
 // releaseDir returns the release directory of a resolution to real: of the
