@@ -179,38 +179,47 @@ func fpmPid(t *testing.T, p *proc) int {
 
 // TestEntrypoint runs realroot -- php-fpm: it serves once php-fpm accepts,
 // drains on SIGTERM before stopping php-fpm, exits with php-fpm's status and
-// leaves no process behind.
+// leaves no process behind. SIGQUIT does the same: it is the STOPSIGNAL of
+// the php:*-fpm images (docker stop, Kubernetes) and the graceful stop of
+// nginx and php-fpm; Go's default for it is a goroutine dump and exit 2.
 func TestEntrypoint(t *testing.T) {
-	argv, sock := fpmCommand(t)
-	dir := site(t)
-	p := startRealroot(t, nil, append([]string{"--root", filepath.Join(dir, "current", "public"),
-		"--fastcgi", "unix:" + sock, "--listen", "127.0.0.1:0", "--"}, argv...)...)
-	pid := fpmPid(t, p)
-	if status, body, err := get(http.DefaultClient, p.url("/")); status != 200 || body != "release 1 param=-" {
-		t.Fatalf("GET / = %d %q %v", status, body, err)
-	}
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGQUIT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			argv, sock := fpmCommand(t)
+			dir := site(t)
+			p := startRealroot(t, nil, append([]string{"--root", filepath.Join(dir, "current", "public"),
+				"--fastcgi", "unix:" + sock, "--listen", "127.0.0.1:0", "--"}, argv...)...)
+			pid := fpmPid(t, p)
+			if status, body, err := get(http.DefaultClient, p.url("/")); status != 200 || body != "release 1 param=-" {
+				t.Fatalf("GET / = %d %q %v", status, body, err)
+			}
 
-	slow := make(chan string, 1)
-	mark := filepath.Join(dir, "mark")
-	go func() {
-		status, body, err := get(http.DefaultClient, p.url("/slow.php?ms=800&mark="+mark))
-		slow <- fmt.Sprintf("%d %s %v", status, body, err)
-	}()
-	waitMarks(t, mark)
-	p.signal(syscall.SIGTERM)
-	if r := <-slow; r != "200 slow done <nil>" {
-		t.Errorf("request in flight at SIGTERM: %s; want 200 slow done", r)
-	}
-	if code := p.wait(15 * time.Second); code != 0 {
-		t.Errorf("exit code = %d; want php-fpm's 0", code)
-	}
-	// realroot drained its requests before it stopped php-fpm.
-	out := p.out.String()
-	if i, j := strings.Index(out, `"uri":"/slow.php?ms=800&mark=`), strings.Index(out, `"msg":"php-fpm stopped"`); i < 0 || j < i {
-		t.Errorf("php-fpm stopped (at %d) before the slow request was done (at %d)", j, i)
-	}
-	if procs := groupProcs(pid); len(procs) != 0 {
-		t.Errorf("php-fpm's processes left after exit: %v", procs)
+			slow := make(chan string, 1)
+			mark := filepath.Join(dir, "mark")
+			go func() {
+				status, body, err := get(http.DefaultClient, p.url("/slow.php?ms=800&mark="+mark))
+				slow <- fmt.Sprintf("%d %s %v", status, body, err)
+			}()
+			waitMarks(t, mark)
+			p.signal(sig)
+			if r := <-slow; r != "200 slow done <nil>" {
+				t.Errorf("request in flight at %v: %s; want 200 slow done", sig, r)
+			}
+			if code := p.wait(15 * time.Second); code != 0 {
+				t.Errorf("exit code = %d; want php-fpm's 0", code)
+			}
+			// realroot drained its requests before it stopped php-fpm.
+			out := p.out.String()
+			if i, j := strings.Index(out, `"uri":"/slow.php?ms=800&mark=`), strings.Index(out, `"msg":"php-fpm stopped"`); i < 0 || j < i {
+				t.Errorf("php-fpm stopped (at %d) before the slow request was done (at %d)", j, i)
+			}
+			if strings.Contains(out, "goroutine ") {
+				t.Errorf("%v dumped goroutines; want a graceful stop", sig)
+			}
+			if procs := groupProcs(pid); len(procs) != 0 {
+				t.Errorf("php-fpm's processes left after exit: %v", procs)
+			}
+		})
 	}
 }
 
