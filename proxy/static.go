@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"io/fs"
 	"mime"
 	"net/http"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -44,8 +46,11 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 	hd := w.Header()
 	hd["Content-Type"] = contentTypeOf(name)
 
-	served, sfi := name, x.route.info
+	served, sfi, encoding := name, x.route.info, ""
 	ignoreOtherRanges(r)
+	if sfi != nil {
+		emptyRanges(r, sfi.Size())
+	}
 	// A range is of the file itself, never of a compressed sibling.
 	if compressible[strings.ToLower(ext)] && r.Header.Get("Range") == "" {
 		ae := r.Header.Get("Accept-Encoding")
@@ -54,9 +59,7 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 				continue
 			}
 			if fi, err := x.rel.Stat(name + pc.ext); err == nil && fi.Mode().IsRegular() {
-				served, sfi = name+pc.ext, fi
-				hd.Set("Content-Encoding", pc.encoding)
-				hd.Add("Vary", "Accept-Encoding")
+				served, sfi, encoding = name+pc.ext, fi, pc.encoding
 				break
 			}
 		}
@@ -68,14 +71,32 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 		}
 	}
 
-	full := x.rel.Path(served)
-	if sfi != nil && sfi.Size() <= cacheFileMax {
-		if e := h.files.get(full, sfi); e != nil {
-			serveCached(w, r, e, h.date.get(x.start), served == name)
-			return nil
+	var full string
+	var f *os.File
+	var fi fs.FileInfo
+	var err error
+	for {
+		full = x.rel.Path(served)
+		if sfi != nil && sfi.Size() <= cacheFileMax {
+			if e := h.files.get(full, sfi); e != nil {
+				setEncoding(hd, encoding)
+				serveCached(w, r, e, h.date.get(x.start), served == name)
+				return nil
+			}
 		}
+		f, fi, err = x.rel.Open(served)
+		if served == name || err == nil && fi.Mode().IsRegular() {
+			break
+		}
+		// A sibling that cannot be served (a link out of the deploy,
+		// unreadable, gone) is passed over, as nginx's gzip_static
+		// passes over one it cannot open: the file itself is served.
+		if err == nil {
+			f.Close()
+		}
+		served, sfi, encoding = name, x.route.info, ""
 	}
-	f, fi, err := x.rel.Open(served)
+	setEncoding(hd, encoding)
 	switch {
 	case errors.Is(err, resolve.ErrOutside):
 		return &httpError{status: http.StatusNotFound, msg: "file resolves outside the deploy", err: err}
@@ -105,6 +126,79 @@ func (h *Handler) serveStatic(w *recorder, r *http.Request, x *exchange) error {
 	}
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	return nil
+}
+
+// setEncoding sets the headers of a precompressed sibling of encoding; ""
+// (the file itself) sets none.
+func setEncoding(hd http.Header, encoding string) {
+	if encoding != "" {
+		hd.Set("Content-Encoding", encoding)
+		hd.Add("Vary", "Accept-Encoding")
+	}
+}
+
+// emptyRanges rewrites a Range (bytes, ignoreOtherRanges has made sure) that
+// http.ServeContent would get wrong for a file of size bytes: it answers a
+// range of no byte, a suffix "-0" or any suffix of an empty file, 206 with
+// an invalid Content-Range ("bytes 18-17/18", "bytes 0--1/0"), and a unit
+// not spelt "bytes" 416, while units are case-insensitive (RFC 9110 §14.1).
+// Such suffixes are dropped (RFC 9110 §14.1.1: they are not satisfiable);
+// a set of nothing else becomes "bytes=SIZE-", which ServeContent answers
+// 416 with Content-Range: bytes */SIZE, or on an empty file 200, as nginx
+// answers both. The usual Range is left as it is, with no allocation.
+func emptyRanges(r *http.Request, size int64) {
+	rg, ok := r.Header["Range"]
+	if !ok {
+		return
+	}
+	v := strings.TrimSpace(rg[0])
+	if len(v) < len("bytes=") {
+		return
+	}
+	set := v[len("bytes="):]
+	rewrite := !strings.HasPrefix(v, "bytes=")
+	for s := set; s != "" && !rewrite; {
+		var item string
+		item, s, _ = strings.Cut(s, ",")
+		rewrite = emptySuffix(item, size)
+	}
+	if !rewrite {
+		return
+	}
+	b := []byte("bytes=")
+	for s := set; s != ""; {
+		var item string
+		item, s, _ = strings.Cut(s, ",")
+		if !emptySuffix(item, size) {
+			if len(b) > len("bytes=") {
+				b = append(b, ',')
+			}
+			b = append(b, strings.TrimSpace(item)...)
+		}
+	}
+	if len(b) == len("bytes=") {
+		b = strconv.AppendInt(b, size, 10)
+		b = append(b, '-')
+	}
+	r.Header["Range"] = []string{string(b)}
+}
+
+// emptySuffix reports whether the range-spec item is a suffix range of no
+// byte of a file of size bytes: "-0", or any suffix when size is 0.
+func emptySuffix(item string, size int64) bool {
+	start, end, ok := strings.Cut(item, "-")
+	start, end = strings.TrimSpace(start), strings.TrimSpace(end)
+	if !ok || start != "" || end == "" {
+		return false
+	}
+	zero := true
+	for i := 0; i < len(end); i++ {
+		if end[i] < '0' || end[i] > '9' {
+			return false
+		}
+		zero = zero && end[i] == '0'
+	}
+	return zero || size == 0
 }
 
 // siblingWriter serves a precompressed sibling through http.ServeContent. It
