@@ -298,6 +298,14 @@ func (h *Handler) serve(w *recorder, r *http.Request, x *exchange) error {
 		return &httpError{status: http.StatusRequestURITooLong, msg: "request target too long"}
 	}
 	if r.ProtoMajor == 2 {
+		if !strings.HasPrefix(r.RequestURI, "/") && !(r.RequestURI == "*" && r.Method == http.MethodOptions) ||
+			strings.IndexByte(r.RequestURI, ' ') >= 0 {
+			// RFC 9113 §8.3.1: :path is origin-form (or "*" for OPTIONS);
+			// Go's HTTP/2 server also takes an absolute URI and a space,
+			// which over HTTP/1.1 no request target can hold, and PHP got
+			// REQUEST_URI and QUERY_STRING with raw spaces. nginx: 400.
+			return &httpError{status: http.StatusBadRequest, msg: "malformed :path"}
+		}
 		if err := checkAuthority(r); err != nil {
 			return err
 		}
