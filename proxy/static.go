@@ -274,13 +274,9 @@ func contentTypeOf(name string) []string {
 	return v
 }
 
-// contentType is the Content-Type of a file by its extension, else
-// nginx's default_type.
+// contentType is the Content-Type of a file by its extension (typeByExt).
 func contentType(name string) string {
-	if ct := mime.TypeByExtension(path.Ext(name)); ct != "" {
-		return ct
-	}
-	return "application/octet-stream"
+	return typeByExt(path.Ext(name), mime.TypeByExtension)
 }
 
 // etag is nginx's ETag: "mtime-size" in hex.

@@ -391,3 +391,28 @@ func TestSiblingUnservable(t *testing.T) {
 	}()
 	<-done
 }
+
+// TestTypeWithoutSystemTable: where /etc/mime.types is missing (slim
+// container images), a file's Content-Type comes from nginx's table, as
+// nginx's own does, not application/octet-stream for robots.txt, favicons
+// and fonts; the system's answer, when there is one, comes first.
+func TestTypeWithoutSystemTable(t *testing.T) {
+	none := func(string) string { return "" }
+	for ext, want := range map[string]string{
+		".txt":   "text/plain; charset=utf-8",
+		".TXT":   "text/plain; charset=utf-8",
+		".ico":   "image/x-icon",
+		".woff2": "font/woff2",
+		".mp4":   "video/mp4",
+		".map":   "application/octet-stream", // not in nginx's table either
+		"":       "application/octet-stream",
+	} {
+		if got := typeByExt(ext, none); got != want {
+			t.Errorf("typeByExt(%q) without a system table = %q; want %q", ext, got, want)
+		}
+	}
+	system := func(string) string { return "font/woff2; system" }
+	if got := typeByExt(".woff2", system); got != "font/woff2; system" {
+		t.Errorf("typeByExt(.woff2) = %q; want the system's answer first", got)
+	}
+}
