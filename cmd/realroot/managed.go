@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"realroot/conf"
+	"realroot/proxy/fcgi"
 	"realroot/resolve"
 )
 
@@ -49,6 +50,7 @@ type managedPools struct {
 	gone    []*fpmPool    // recently stopped, newest first
 	changed chan struct{} // closed, then replaced, whenever a pool stops
 	closed  bool
+	stopped fcgi.PoolStats // the counters of the stopped pools' clients
 }
 
 // keepGone is how many stopped pools /status lists.

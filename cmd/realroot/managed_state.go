@@ -33,8 +33,9 @@ func (m *managedPools) setState(p *fpmPool, s poolState) {
 }
 
 // promote makes p its root's serving pool; the pool serving until now
-// drains. A restarted pool (restart) is refused once another pool serves:
-// its release has been superseded meanwhile. On error, the caller stops p.
+// drains. A restarted pool (restart) is refused once its release has been
+// superseded meanwhile, and drains at once while the next release's pool,
+// prepared, serves. On error, the caller stops p.
 func (m *managedPools) promote(p *fpmPool, restart bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -56,6 +57,16 @@ func (m *managedPools) promote(p *fpmPool, restart bool) error {
 		return q.owner == p.owner && q.state == poolServing && q.rel == p.rel
 	}):
 		return errors.New("another pool serves its release")
+	case restart && slices.ContainsFunc(m.alive, func(q *fpmPool) bool {
+		return q.owner == p.owner && q.state == poolServing
+	}):
+		// The pool of the next release serves: prepared, it is about to
+		// be published (resolve publishes it, or a release prepared after
+		// it). p takes the requests pinned to its release meanwhile, and
+		// stops once that release is superseded and drained.
+		m.startDrain(p)
+		m.route()
+		return nil
 	default:
 		for _, q := range m.alive {
 			if q.owner == p.owner && q.state == poolServing {
@@ -277,6 +288,10 @@ func (m *managedPools) finish(p *fpmPool, why error) {
 	m.mu.Lock()
 	p.state, p.since, p.stopped, p.err = poolStopped, time.Now(), time.Now(), why
 	m.alive = slices.DeleteFunc(m.alive, func(q *fpmPool) bool { return q == p })
+	if p.client != nil {
+		// Counters never go down: its client's stay in the sum.
+		m.stopped = addPoolCounters(m.stopped, p.client.Stats())
+	}
 	m.gone = slices.Insert(m.gone, 0, p)
 	if len(m.gone) > keepGone {
 		clear(m.gone[keepGone:])

@@ -98,7 +98,8 @@ func (m *managedPools) info() []admin.Pool {
 	return pools
 }
 
-// poolStats adds up the connection pools of the pools' FastCGI clients.
+// poolStats adds up the connection pools of the pools' FastCGI clients,
+// plus the counters of the pools stopped.
 func (m *managedPools) poolStats() fcgi.PoolStats {
 	m.mu.Lock()
 	var clients []*fcgi.Client
@@ -107,8 +108,9 @@ func (m *managedPools) poolStats() fcgi.PoolStats {
 			clients = append(clients, p.client)
 		}
 	}
+	stopped := m.stopped
 	m.mu.Unlock()
-	return sumPoolStats(clients)
+	return addPoolCounters(sumPoolStats(clients), stopped)
 }
 
 // ready is the readiness check of managed mode: the root resolves (as for

@@ -116,9 +116,12 @@ func (d *daemon) run(argv []string, stdout, stderr io.Writer, sigs <-chan os.Sig
 		}
 	}
 
-	srv, err := newServer(d.cfg, d.logs, r)
-	if err != nil {
+	srv, pending, err := d.startServer(r, sigs, pending)
+	if err != nil || srv == nil { // nil: a stop signal came first
 		d.stopChild(ch)
+		if err == nil && ch != nil {
+			err = exitCode(ch.exitCode())
+		}
 		return err
 	}
 	var lns []net.Listener
@@ -293,6 +296,46 @@ func (d *daemon) drain(hsrv httpServer, adm *adminListener, srv *server, ch *chi
 	}
 	d.log.Info("stopped")
 	return result
+}
+
+// startServer is newServer, which in managed mode waits for the current
+// release's pool to answer. A stop signal (isStop) meanwhile cancels that
+// start and returns no server; the other signals are added to pending,
+// for run to handle once serving.
+func (d *daemon) startServer(r *reaper, sigs <-chan os.Signal, pending []os.Signal) (*server, []os.Signal, error) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	type result struct {
+		srv *server
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		srv, err := newServer(ctx, d.cfg, d.logs, r)
+		done <- result{srv, err}
+	}()
+	stop := false
+	for {
+		select {
+		case res := <-done:
+			if !stop {
+				return res.srv, pending, res.err
+			}
+			if res.srv != nil {
+				res.srv.close(context.Background())
+			}
+			return nil, nil, nil
+		case sig := <-sigs:
+			switch {
+			case isStop(sig) && !stop:
+				d.log.Info("signal received while starting; stopping", zap.Stringer("signal", sig))
+				stop = true
+				cancel(errShuttingDown)
+			case !isStop(sig):
+				pending = append(pending, sig)
+			}
+		}
+	}
 }
 
 // waitChild waits until php-fpm accepts on every fastcgi address. A stop

@@ -83,8 +83,8 @@ type rootWatch struct {
 
 // newServer builds the first generation from c. In managed mode it starts
 // the current release's php-fpm pool (with r, the reaper, when realroot is
-// PID 1).
-func newServer(c conf.Config, logs *logs, r *reaper) (*server, error) {
+// PID 1); ctx done cancels that start.
+func newServer(ctx context.Context, c conf.Config, logs *logs, r *reaper) (*server, error) {
 	s := &server{logs: logs, log: logs.main, metrics: admin.NewMetrics(), sendTimeout: c.SendTimeout,
 		drainPending: map[string]resolve.Info{}, drainRan: map[string]time.Time{}}
 	s.httpLog = s.log.Named("http")
@@ -96,6 +96,8 @@ func newServer(c conf.Config, logs *logs, r *reaper) (*server, error) {
 		if s.pools, err = newManaged(c, r, s.log.Named("pools")); err != nil {
 			return nil, err
 		}
+		m := s.pools
+		defer context.AfterFunc(ctx, func() { m.cancel(context.Cause(ctx)) })()
 	}
 	g, err := s.build(c, nil)
 	if err != nil {
