@@ -330,6 +330,16 @@ func (m *managedPools) reserve(ctx context.Context, r *poolRoot, rel *resolve.Re
 	var timeout <-chan time.Time
 	m.mu.Lock()
 	for len(m.alive) >= m.cfg.MaxPools && !m.closed && !r.closed {
+		if !m.stoppable() {
+			// Waiting is waiting for nothing: no pool stops before a
+			// switch, which this start holds up (the link moved while
+			// the next release's pool started).
+			old := m.alive[0]
+			r.retry = true
+			m.mu.Unlock()
+			return nil, conf.Config{}, "", fmt.Errorf("%d php-fpm pools alive (max-pools %d), none of which stops before a switch (the oldest, of release %s (gen %d), is %s); the switch is retried once a pool stops",
+				len(m.alive), m.cfg.MaxPools, old.rel.Dir, old.rel.Gen, old.state)
+		}
 		if timeout == nil {
 			t := time.NewTimer(m.cfg.PoolStartTimeout)
 			defer t.Stop()
@@ -371,6 +381,25 @@ func (m *managedPools) reserve(ctx context.Context, r *poolRoot, rel *resolve.Re
 	}
 	m.alive = append(m.alive, p)
 	return p, m.cfg, m.bin, nil
+}
+
+// stoppable reports whether an alive pool may stop without a switch, so
+// that a start waiting for room may get it: one that starts, warms up or
+// stops (its start or prepare may fail), one of a closed or retired root,
+// or one draining a release no longer current (it stops once its requests
+// are done). A serving pool, or one draining its root's current release (a
+// pool promoted for a release the link moved away from before it was
+// published), stops only after a switch. m.mu is held.
+func (m *managedPools) stoppable() bool {
+	for _, q := range m.alive {
+		switch {
+		case q.state != poolServing && q.state != poolDraining, q.owner.closed, q.owner.retired:
+			return true
+		case q.state == poolDraining && (q.owner.rs == nil || q.owner.rs.Current() != q.rel):
+			return true
+		}
+	}
+	return false
 }
 
 // poolName makes a release directory's name fit a php-fpm pool name.

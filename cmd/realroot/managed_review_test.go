@@ -265,3 +265,48 @@ func TestManagedRestartKeepsPreparedPool(t *testing.T) {
 		return ""
 	})
 }
+
+// TestManagedRollbackDuringWarmup: with max-pools 2 (the default), the
+// link is rolled back to r1 while r2's pool warms up. Preparing r1 again
+// needs a third pool, and none of the two alive can stop before a switch:
+// r1's pool drains a release that is still current, r2's serves. Waiting
+// pool-start-timeout for room (a minute here) is waiting for nothing; the
+// rollback must complete within seconds (r2, prepared, goes live, then r1
+// again as the next generation).
+func TestManagedRollbackDuringWarmup(t *testing.T) {
+	c, dir := managedSite(t)
+	gate := filepath.Join(dir, "gate")
+	writeFiles(t, filepath.Join(dir, "releases", "r1"), map[string]string{"public/warm.php": "<?php echo 'warm';"})
+	writeFiles(t, filepath.Join(dir, "releases", "r2"), map[string]string{
+		"public/warm.php": fmt.Sprintf(`<?php while (!file_exists('%s')) usleep(10000); echo 'warm';`, gate)})
+	c.Warm = []string{"/warm.php"}
+	c.PoolStartTimeout = time.Minute
+	c.MaxPools = 2
+	td := startDaemon(t, c)
+	adminURL := "http://" + loggedAdmin(t, td.log.String())
+	link := filepath.Join(dir, "current")
+
+	flipTo(t, link, "r2")
+	eventually(t, 20*time.Second, func() string {
+		for _, p := range status(t, adminURL).PHPFPMPools {
+			if filepath.Base(p.Release) == "r2" && p.State == "warming" {
+				return ""
+			}
+		}
+		return "r2's pool not warming yet"
+	})
+	flipTo(t, link, "r1") // the rollback
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() string {
+		st := status(t, adminURL)
+		if filepath.Base(st.Current.Dir) != "r1" || st.Current.Gen < 3 {
+			return fmt.Sprintf("current %s gen %d; want r1 again, a new generation (pools %+v)", st.Current.Dir, st.Current.Gen, st.PHPFPMPools)
+		}
+		return ""
+	})
+	if code, body, err := get(http.DefaultClient, "http://"+td.addr+"/"); code != 200 || body != "r1" {
+		t.Errorf("GET / after the rollback = %d %q %v; want 200 r1", code, body, err)
+	}
+}
