@@ -79,6 +79,13 @@ func TestNginxParity(t *testing.T) {
 		}
 		cases = append(cases, c)
 	}
+	parityExpectGlobals(t, runParity(t, cases, ngAddr, rrAddr, root, dir))
+}
+
+// runParity sends each case to nginx at ngAddr and realroot at rrAddr,
+// compares the answers (root and dir written as $ROOT and $DEPLOY), and
+// returns the differences seen that the cases expect globally.
+func runParity(t *testing.T, cases []parityCase, ngAddr, rrAddr, root, dir string) map[string]bool {
 	seenGlobal := map[string]bool{}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -101,7 +108,7 @@ func TestNginxParity(t *testing.T) {
 			parityExpect(t, c, got, ng, re, seenGlobal, norm)
 		})
 	}
-	parityExpectGlobals(t, seenGlobal)
+	return seenGlobal
 }
 
 // parityExpect checks the differences got between nginx's answer ng and

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,28 +76,7 @@ func TestStaticParity(t *testing.T) {
 		t.Skip("nginx has no gzip_static")
 	}
 
-	seenGlobal := map[string]bool{}
-	for _, c := range staticParityCases {
-		t.Run(c.name, func(t *testing.T) {
-			c.target = parityVars.Replace(c.target)
-			c.header = slices.Clone(c.header)
-			for i, h := range c.header {
-				c.header[i] = parityVars.Replace(h)
-			}
-			ng := parityDo(t, ngAddr, c)
-			re := parityDo(t, rrAddr, c)
-			norm := func(s string) string {
-				s = strings.ReplaceAll(s, root, "$ROOT")
-				return strings.ReplaceAll(s, dir, "$DEPLOY")
-			}
-			ng, re = ng.normalize(c, norm), re.normalize(c, norm)
-			got := parityCompare(ng, re)
-			if c.full {
-				got = append(got, parityCompareHTTP(c, ng, re)...)
-			}
-			parityExpect(t, c, got, ng, re, seenGlobal, norm)
-		})
-	}
+	runParity(t, staticParityCases, ngAddr, rrAddr, root, dir)
 }
 
 // staticParitySite adds to paritySite and parityStaticSite the files of
