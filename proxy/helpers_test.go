@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"realroot/resolve"
 
 	"go.uber.org/zap/zaptest"
+	"golang.org/x/sys/unix"
 )
 
 // writeTree writes files (path -> content) below dir.
@@ -111,4 +113,20 @@ func getWithin(t *testing.T, method, url string, d time.Duration, hdr ...string)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp, b, err
+}
+
+// asNobody runs f on a thread of its own whose file-system uid and gid are
+// nobody's when the tests run as root, so that file permissions apply to it.
+func asNobody(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if os.Geteuid() == 0 {
+			unix.Setfsuid(65534)
+			unix.Setfsgid(65534)
+		}
+		f()
+	}()
+	<-done
 }

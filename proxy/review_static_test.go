@@ -8,11 +8,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestDenyIndexFile: a Deny prefix that names a directory's index file
@@ -112,19 +109,6 @@ func TestCachedAfterChmod(t *testing.T) {
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, httptest.NewRequest("GET", "http://example.test/dump.sql", nil))
 		return w.Code, w.Body.String()
-	}
-	asNobody := func(f func()) {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-			if os.Geteuid() == 0 {
-				unix.Setfsuid(65534)
-				unix.Setfsgid(65534)
-			}
-			f()
-		}()
-		<-done
 	}
 	asNobody(func() {
 		if code, body := get(h); code != 200 || body != "secret rows" {

@@ -11,13 +11,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"realroot/internal/nginxtest"
 	"realroot/internal/phpfpmtest"
@@ -353,21 +350,13 @@ func TestSiblingUnservable(t *testing.T) {
 		}
 	}
 	check("/a.css")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if os.Geteuid() == 0 {
-			unix.Setfsuid(65534)
-			unix.Setfsgid(65534)
-		}
+	asNobody(func() {
 		if w := get("/b.css.gz"); w.Code != http.StatusForbidden {
 			t.Errorf("GET /b.css.gz = %d; want 403 (the setup does not drop the permission)", w.Code)
 			return
 		}
 		check("/b.css")
-	}()
-	<-done
+	})
 }
 
 // TestTypeWithoutSystemTable: where /etc/mime.types is missing (slim
