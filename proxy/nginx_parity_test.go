@@ -57,17 +57,7 @@ func TestNginxParity(t *testing.T) {
 	fpm := phpfpmtest.Start(t, phpfpmtest.Options{Workers: 4})
 	docroot := filepath.Join(dir, "current", "public")
 
-	rs := newReleases(t, docroot)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); rs.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	h := New(rs, &fcgi.Client{Network: "unix", Address: fpm.Socket, ReadTimeout: 10 * time.Second},
-		Options{FrontController: "/index.php"})
-	rr := newTestServer(t, h)
-	t.Cleanup(rr.Close)
-	rrAddr := rr.Listener.Addr().String()
-	root := rs.Current().Root
+	rrAddr, root := startParityRealroot(t, docroot, fpm.Socket, Options{FrontController: "/index.php"})
 
 	ngAddr, gzipStatic := startParityNginx(t, docroot, fpm.Socket)
 
@@ -80,6 +70,21 @@ func TestNginxParity(t *testing.T) {
 		cases = append(cases, c)
 	}
 	parityExpectGlobals(t, runParity(t, cases, ngAddr, rrAddr, root, dir))
+}
+
+// startParityRealroot serves docroot, watched, through php-fpm at socket
+// with opts, and returns its address and the root's realpath.
+func startParityRealroot(t *testing.T, docroot, socket string, opts Options) (addr, root string) {
+	t.Helper()
+	rs := newReleases(t, docroot)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); rs.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	h := New(rs, &fcgi.Client{Network: "unix", Address: socket, ReadTimeout: 10 * time.Second}, opts)
+	rr := newTestServer(t, h)
+	t.Cleanup(rr.Close)
+	return rr.Listener.Addr().String(), rs.Current().Root
 }
 
 // runParity sends each case to nginx at ngAddr and realroot at rrAddr,

@@ -4,7 +4,6 @@ package proxy
 // side by side, and the fixes they led to (each test failed before).
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"net/http"
@@ -14,11 +13,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"realroot/internal/nginxtest"
 	"realroot/internal/phpfpmtest"
-	"realroot/proxy/fcgi"
 )
 
 // TestStaticParity is TestNginxParity (nginx_parity_test.go) for the cases of
@@ -56,17 +53,7 @@ func TestStaticParity(t *testing.T) {
 	fpm := phpfpmtest.Start(t, phpfpmtest.Options{Workers: 2})
 	docroot := filepath.Join(dir, "current", "public")
 
-	rs := newReleases(t, docroot)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); rs.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	h := New(rs, &fcgi.Client{Network: "unix", Address: fpm.Socket, ReadTimeout: 10 * time.Second},
-		Options{FrontController: "/index.php", DisableCompression: true})
-	rr := newTestServer(t, h)
-	t.Cleanup(rr.Close)
-	rrAddr := rr.Listener.Addr().String()
-	root := rs.Current().Root
+	rrAddr, root := startParityRealroot(t, docroot, fpm.Socket, Options{FrontController: "/index.php", DisableCompression: true})
 
 	ngAddr, gzipStatic := startParityNginx(t, docroot, fpm.Socket)
 	if !gzipStatic {
